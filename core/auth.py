@@ -1,0 +1,248 @@
+"""Authentication: password login with temporary lockouts, first-admin bootstrap, registration,
+login cookies and their invalidation.
+
+Login cookies are the JWTs streamlit-authenticator writes (`{"username", "exp_date"}`, HS256). A cookie
+is honoured only when it was issued after the user's `sessions_valid_after`, which logout, a password
+change, an admin reset and disabling all move to "now": that invalidates every earlier cookie.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from core import audit, clock, users
+from core.config import Config
+from core.errors import AuthenticationFailed, LockedOut, ValidationError
+from core.namespaces import memberships_of
+from core.principal import Principal
+from core.store import Store, Tx
+
+COOKIE_NAME = "docetl_wb_auth"
+_DUMMY_HASH = "$2b$04$" + "C" * 53  # checked against when the username is unknown, to keep timing flat
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    principal: Principal
+    display_name: str
+    must_change_password: bool
+    language: str | None
+    timezone: str | None
+    login_at: datetime
+
+
+def principal_for(tx: Tx, row: dict[str, Any], client: Principal | None = None) -> Principal:
+    return Principal(user_id=row["id"], username=row["username"], is_platform_admin=bool(row["is_platform_admin"]),
+                     memberships=memberships_of(tx, row["id"]),
+                     ip=client.ip if client else None, user_agent=client.user_agent if client else None,
+                     request_id=client.request_id if client else None)
+
+
+# -- lockout ----------------------------------------------------------------------------------
+def _locked_until(tx: Tx, column: str, value: str, limit: int, config: Config, now: datetime) -> datetime | None:
+    """When `limit` failures (since the last success or unlock) fall within the window: their lock's end."""
+    reset = tx.scalar(f"SELECT max(attempted_at) FROM login_attempts WHERE {column} = ?"
+                      " AND outcome IN ('success', 'reset')", [value])
+    window = timedelta(minutes=int(config["login_failure_window_minutes"]))
+    rows = tx.execute(f"SELECT attempted_at FROM login_attempts WHERE {column} = ? AND outcome = 'failure'"
+                      " AND attempted_at > ? AND attempted_at > ? ORDER BY attempted_at DESC LIMIT ?",
+                      [value, reset or datetime(1970, 1, 1, tzinfo=now.tzinfo), now - window - _lockout(config),
+                       limit])
+    if limit <= 0 or len(rows) < limit or rows[0]["attempted_at"] - rows[-1]["attempted_at"] > window:
+        return None
+    until = rows[0]["attempted_at"] + _lockout(config)
+    return until if until > now else None
+
+
+def _lockout(config: Config) -> timedelta:
+    return timedelta(minutes=int(config["login_lockout_minutes"]))
+
+
+def lock_status(store: Store, username: str, ip: str | None = None, now: datetime | None = None) -> datetime | None:
+    """The time a username (or the client address) is locked until, or None."""
+    now = clock.resolve(now)
+    with store.read() as tx:
+        return _lock_of(tx, store.config, username.strip().lower(), ip, now)
+
+
+def _lock_of(tx: Tx, config: Config, username: str, ip: str | None, now: datetime) -> datetime | None:
+    found = [_locked_until(tx, "username", username, int(config["login_max_failures"]), config, now)]
+    if ip:
+        found.append(_locked_until(tx, "ip", ip, int(config["login_max_failures_per_address"]), config, now))
+    found = [f for f in found if f]
+    return max(found) if found else None
+
+
+def authenticate(store: Store, username: str, password: str, client: Principal | None = None,
+                 now: datetime | None = None) -> LoginResult:
+    """Check a password; record the attempt and audit it; lock after repeated failures."""
+    now = clock.resolve(now)
+    client = client or Principal.anonymous()
+    name = (username or "").strip().lower()[:128]
+    config = store.config
+    with store.transaction() as tx:
+        locked = _lock_of(tx, config, name, client.ip, now)
+        actor = Principal(user_id=None, username=name, ip=client.ip, user_agent=client.user_agent,
+                          request_id=client.request_id)
+        if locked:
+            _attempt(tx, name, client.ip, "locked", now)
+            audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=name, success=False,
+                         detail={"reason": "locked", "locked_until": locked.isoformat()}, now=now)
+            error: Exception = LockedOut(until=locked, minutes=_minutes_left(locked, now))
+        else:
+            row = users.get_row(tx, name)
+            ok = users.check_password(password, row["password_hash"] if row else _DUMMY_HASH) and row is not None
+            if ok and row["active"]:
+                _attempt(tx, name, client.ip, "success", now)
+                tx.execute_write("UPDATE users SET last_login_at = ? WHERE id = ?", [now, row["id"]])
+                principal = principal_for(tx, row, client)
+                audit.record(tx, principal, "auth.login", resource_type="user", resource_id=name, now=now)
+                return LoginResult(principal, row["display_name"] or name, bool(row["must_change_password"]),
+                                   row["language"], row["timezone"], now)
+            reason = "disabled" if ok else ("unknown_user" if row is None else "bad_password")
+            _attempt(tx, name, client.ip, "failure", now)
+            audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=name, success=False,
+                         detail={"reason": reason}, now=now)
+            locked = _lock_of(tx, config, name, client.ip, now)
+            error = AuthenticationFailed()
+            if locked:
+                audit.record(tx, actor, "auth.lockout", resource_type="user", resource_id=name, success=False,
+                             detail={"locked_until": locked.isoformat()}, now=now)
+                error = LockedOut(until=locked, minutes=_minutes_left(locked, now))
+    raise error  # raised after commit so the attempt and its audit rows are kept
+
+
+def _attempt(tx: Tx, username: str, ip: str | None, outcome: str, now: datetime) -> None:
+    tx.execute_write("INSERT INTO login_attempts (attempted_at, username, ip, outcome) VALUES (?,?,?,?)",
+                     [now, username, ip, outcome])
+
+
+def _minutes_left(until: datetime, now: datetime) -> int:
+    return max(1, int((until - now).total_seconds() + 59) // 60)
+
+
+def unlock(store: Store, principal: Principal, username: str, now: datetime | None = None) -> None:
+    """An admin lifts a temporary lock early."""
+    from core.permissions import Action, require
+
+    require(principal, Action.MANAGE_USERS)
+    name = users.normalize_username(username)
+    with store.transaction() as tx:
+        _attempt(tx, name, None, "reset", clock.resolve(now))
+        audit.record(tx, principal, "auth.unlock", resource_type="user", resource_id=name, now=now)
+
+
+# -- bootstrap and registration --------------------------------------------------------------
+def needs_bootstrap(store: Store) -> bool:
+    return users.count(store) == 0
+
+
+def create_first_admin(store: Store, username: str, password: str, *, email: str | None = None,
+                       display_name: str | None = None, client: Principal | None = None,
+                       now: datetime | None = None) -> dict[str, Any]:
+    """Only while no user exists (checked inside the transaction, so two racing browsers get one admin)."""
+    with store.transaction() as tx:
+        if tx.scalar("SELECT count(*) FROM users"):
+            raise ValidationError("auth.error.already_bootstrapped")
+        user = users.insert(tx, store.config, username, password, email=email, display_name=display_name,
+                            is_platform_admin=True, now=now)
+        actor = _as_new_user(user, client, is_platform_admin=True)
+        audit.record(tx, actor, "user.bootstrap_admin", resource_type="user", resource_id=user["username"], now=now)
+    return user
+
+
+def register(store: Store, username: str, password: str, *, email: str | None = None,
+             display_name: str | None = None, client: Principal | None = None,
+             now: datetime | None = None) -> dict[str, Any]:
+    """Self-registration, when an admin has allowed it; the new user belongs to no namespace."""
+    if not store.config["allow_registration"]:
+        raise ValidationError("auth.error.registration_closed")
+    with store.transaction() as tx:
+        user = users.insert(tx, store.config, username, password, email=email, display_name=display_name, now=now)
+        actor = _as_new_user(user, client)
+        audit.record(tx, actor, "user.register", resource_type="user", resource_id=user["username"], now=now)
+    return user
+
+
+def _as_new_user(user: dict[str, Any], client: Principal | None, is_platform_admin: bool = False) -> Principal:
+    client = client or Principal.anonymous()
+    return Principal(user_id=user["id"], username=user["username"], is_platform_admin=is_platform_admin,
+                     ip=client.ip, user_agent=client.user_agent, request_id=client.request_id)
+
+
+# -- sessions and cookies ----------------------------------------------------------------------
+def logout(store: Store, principal: Principal, now: datetime | None = None) -> None:
+    """End every session of this user: earlier cookies stop working everywhere."""
+    now = clock.resolve(now)
+    with store.transaction() as tx:
+        tx.execute_write("UPDATE users SET sessions_valid_after = ? WHERE id = ?", [now, principal.user_id])
+        audit.record(tx, principal, "auth.logout", resource_type="user", resource_id=principal.username, now=now)
+
+
+def resume(store: Store, username: str, login_at: datetime, client: Principal | None = None) -> LoginResult | None:
+    """Re-check a live session on each page render: None once the user is disabled or logged out elsewhere."""
+    with store.read() as tx:
+        row = users.get_row(tx, username)
+        if not row or not row["active"] or login_at < row["sessions_valid_after"]:
+            return None
+        return LoginResult(principal_for(tx, row, client), row["display_name"] or row["username"],
+                           bool(row["must_change_password"]), row["language"], row["timezone"], login_at)
+
+
+def cookie_issued_at(token: str, key: str, expiry_days: float) -> tuple[str, datetime] | None:
+    """(username, issue time) of a valid, unexpired cookie signed with our key; else None."""
+    try:
+        data = jwt.decode(token, key, algorithms=["HS256"])
+        username, exp = str(data["username"]), float(data["exp_date"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return None
+    if exp <= clock.utcnow().timestamp():
+        return None
+    return username, datetime.fromtimestamp(exp - expiry_days * 86400, tz=clock.utcnow().tzinfo)
+
+
+def resume_from_cookie(store: Store, token: str, key: str, client: Principal | None = None) -> LoginResult | None:
+    """A login restored from a cookie, unless that cookie was invalidated since it was issued."""
+    parsed = cookie_issued_at(token, key, float(store.config["cookie_expiry_days"]))
+    if not parsed:
+        return None
+    username, issued = parsed
+    return resume(store, username, issued, client)
+
+
+def issue_cookie(username: str, key: str, expiry_days: float, now: datetime | None = None) -> str:
+    """The same JWT streamlit-authenticator writes (used by tests and the CLI)."""
+    exp = clock.resolve(now) + timedelta(days=expiry_days)
+    return jwt.encode({"username": username, "exp_date": exp.timestamp()}, key, algorithm="HS256")
+
+
+def cookie_key(config: Config, override: str | None = None) -> str:
+    """The cookie signing key: from secrets.toml when given, else generated once, stored owner-only."""
+    if override:
+        if len(override) < 32:
+            raise ValidationError("auth.error.weak_cookie_key")
+        return override
+    return _secret_file(config.secrets_dir / "cookie_key")
+
+
+def _secret_file(path: Path) -> str:
+    """Read a secret, creating it atomically (O_EXCL, mode 0600) on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_text().strip()
+        if value:
+            return value
+        raise ValidationError("auth.error.secret_empty", path=str(path)) from None
+    with os.fdopen(fd, "w") as fh:
+        value = secrets.token_urlsafe(48)
+        fh.write(value)
+    return value

@@ -1,0 +1,126 @@
+"""Settings and the home layout (seed §7).
+
+Every setting is declared once in `SETTINGS`: its environment variable (`DOCETL_WB_<KEY>`), default,
+type and meaning. The README documents each one (a test checks). Admins may override the ones marked
+`admin=True` in the app; those overrides live in the store (`core.settings`).
+Nothing is read at import time: build a `Config` with `Config.from_env()` and pass it in.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from core.errors import ValidationError
+
+PLATFORM_DIR = "_platform"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: type
+    default: Any
+    help: str
+    admin: bool = True
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return "DOCETL_WB_" + self.key.upper()
+
+    def parse(self, raw: Any) -> Any:
+        """Convert a raw value (env string or form input) or say clearly why not."""
+        try:
+            if self.type is bool:
+                value = raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
+            else:
+                value = self.type(raw)
+        except (TypeError, ValueError):
+            raise ValidationError("error.setting_type", key=self.key, value=str(raw), type=self.type.__name__) from None
+        if self.choices and value not in self.choices:
+            raise ValidationError("error.setting_choice", key=self.key, value=str(raw), choices=", ".join(map(str, self.choices)))
+        if self.type in (int, float) and value < 0:
+            raise ValidationError("error.setting_negative", key=self.key, value=str(raw))
+        return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("store_lock_timeout_seconds", float, 10.0,
+            "Longest wait for the metadata store lock before a 'metadata store busy' error.", admin=False),
+    Setting("login_max_failures", int, 5, "Failed logins for one username within the window that lock it."),
+    Setting("login_failure_window_minutes", int, 15, "Window in which failed logins are counted."),
+    Setting("login_lockout_minutes", int, 15, "How long a locked username (or client address) stays locked."),
+    Setting("login_max_failures_per_address", int, 20,
+            "Failed logins from one client address within the window that throttle that address."),
+    Setting("allow_registration", bool, False, "Let people register an account themselves (it gets no namespace)."),
+    Setting("default_language", str, "zh_CN", "Language for users who have not chosen one.", choices=("zh_CN", "en")),
+    Setting("default_timezone", str, "Asia/Shanghai", "IANA timezone for users who have not chosen one."),
+    Setting("cookie_expiry_days", float, 7.0, "Days a login cookie stays valid."),
+    Setting("password_min_length", int, 8, "Shortest password accepted."),
+    Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False),
+)
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
+
+# Variables read outside SETTINGS (documented in the README as well).
+OTHER_ENV = {
+    "DOCETL_HOME_DIR": "Home directory; data lives in <home>/.docetl (default: the user's home).",
+    "DOCETL_WB_PASSWORD": "Password for `python -m core --user NAME ...` (never a command-line argument).",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings for one process or one request; immutable, so safe to share."""
+
+    home: Path
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if environ is None else environ
+        home = Path(env.get("DOCETL_HOME_DIR") or Path.home()).expanduser().resolve()
+        values = {s.key: s.parse(env[s.env]) if s.env in env else s.default for s in SETTINGS}
+        return cls(home=home, values=values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key] if key in self.values else SETTINGS_BY_KEY[key].default
+
+    def with_values(self, overrides: Mapping[str, Any]) -> "Config":
+        return replace(self, values={**self.values, **overrides})
+
+    # -- the layout of seed §7 -------------------------------------------------------------
+    @property
+    def docetl_dir(self) -> Path:
+        return self.home / ".docetl"
+
+    @property
+    def platform_dir(self) -> Path:
+        return self.docetl_dir / PLATFORM_DIR
+
+    @property
+    def db_path(self) -> Path:
+        return self.platform_dir / "platform.duckdb"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.platform_dir / "platform.duckdb.lock"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.platform_dir / "secrets"
+
+    def namespace_dir(self, namespace: str) -> Path:
+        """The folder of a namespace; the name must already be validated (core.namespaces)."""
+        path = (self.docetl_dir / namespace).resolve()
+        if path.parent != self.docetl_dir.resolve() or namespace == PLATFORM_DIR:
+            raise ValidationError("namespace.error.name", name=namespace)
+        return path
+
+
+NAMESPACE_SUBDIRS = (
+    "pipelines/store", "pipelines/configs", "pipelines/outputs", "runs/logs",
+    "data_center/raw", "data_center/datasets/user", "data_center/datasets/generated",
+    "documents", "files",
+)

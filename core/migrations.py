@@ -1,0 +1,73 @@
+"""Versioned schema of the metadata store: (version, name, statements), applied in order on open.
+
+Append only: never edit a released migration; add a new one (later issues add their tables here).
+`core.store.migrate` runs each in one transaction and backs up the file before upgrading it.
+"""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "identity, audit and settings", [
+        """CREATE TABLE users (
+            id VARCHAR PRIMARY KEY,
+            username VARCHAR NOT NULL UNIQUE,
+            email VARCHAR,
+            display_name VARCHAR,
+            password_hash VARCHAR NOT NULL,
+            active BOOLEAN NOT NULL DEFAULT TRUE,
+            must_change_password BOOLEAN NOT NULL DEFAULT FALSE,
+            is_platform_admin BOOLEAN NOT NULL DEFAULT FALSE,
+            language VARCHAR,
+            timezone VARCHAR,
+            sessions_valid_after TIMESTAMPTZ NOT NULL DEFAULT now(),
+            last_login_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )""",
+        """CREATE TABLE namespaces (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            description VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            created_by VARCHAR
+        )""",
+        """CREATE TABLE memberships (
+            namespace_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (namespace_id, user_id)
+        )""",
+        "CREATE SEQUENCE audit_logs_id START 1",
+        """CREATE TABLE audit_logs (
+            id BIGINT PRIMARY KEY DEFAULT nextval('audit_logs_id'),
+            occurred_at TIMESTAMPTZ NOT NULL,
+            actor_user_id VARCHAR,
+            actor_username VARCHAR,
+            action VARCHAR NOT NULL,
+            resource_type VARCHAR,
+            resource_id VARCHAR,
+            namespace VARCHAR,
+            success BOOLEAN NOT NULL,
+            ip VARCHAR,
+            user_agent VARCHAR,
+            request_id VARCHAR,
+            detail VARCHAR
+        )""",
+        "CREATE INDEX audit_logs_time ON audit_logs (occurred_at)",
+        "CREATE SEQUENCE login_attempts_id START 1",
+        """CREATE TABLE login_attempts (
+            id BIGINT PRIMARY KEY DEFAULT nextval('login_attempts_id'),
+            attempted_at TIMESTAMPTZ NOT NULL,
+            username VARCHAR NOT NULL,
+            ip VARCHAR,
+            outcome VARCHAR NOT NULL
+        )""",
+        "CREATE INDEX login_attempts_user ON login_attempts (username, attempted_at)",
+        """CREATE TABLE settings (
+            key VARCHAR PRIMARY KEY,
+            value VARCHAR NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_by VARCHAR
+        )""",
+    ]),
+]

@@ -1,0 +1,86 @@
+"""The notebook entry: `Workbench.open()` (local operator) or `Workbench.login(user, password)`.
+
+Every method calls the same core function a page calls, with the same permission checks; tables come
+back as polars DataFrames so they render in Jupyter.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from core import audit, auth, namespaces, settings, users
+from core.config import Config
+from core.principal import Principal
+from core.store import Store
+
+
+class Workbench:
+    def __init__(self, store: Store, principal: Principal) -> None:
+        self.store = store
+        self.principal = principal
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, environ: Mapping[str, str] | None = None) -> "Workbench":
+        """Act as the local operator (whoever can read the files on this host), audited as such."""
+        return cls(_store(home, environ), Principal.operator())
+
+    @classmethod
+    def login(cls, username: str, password: str, home: str | Path | None = None,
+              environ: Mapping[str, str] | None = None) -> "Workbench":
+        """Act as a user with that user's permissions (same lockout rules as the login page)."""
+        store = _store(home, environ)
+        return cls(store, auth.authenticate(store, username, password).principal)
+
+    def __repr__(self) -> str:
+        return f"Workbench(user={self.principal.username!r}, home={str(self.store.config.home)!r})"
+
+    # -- identity --------------------------------------------------------------------------------
+    def users(self) -> pl.DataFrame:
+        return pl.DataFrame(users.list_all(self.store, self.principal))
+
+    def create_user(self, username: str, password: str, **kwargs: Any) -> dict[str, Any]:
+        return users.create(self.store, self.principal, username, password, **kwargs)
+
+    def disable_user(self, username: str) -> None:
+        users.set_active(self.store, self.principal, username, False)
+
+    def enable_user(self, username: str) -> None:
+        users.set_active(self.store, self.principal, username, True)
+
+    def reset_password(self, username: str) -> str:
+        return users.reset_password(self.store, self.principal, username)
+
+    def namespaces(self) -> pl.DataFrame:
+        return pl.DataFrame(namespaces.list_visible(self.store, self.principal))
+
+    def create_namespace(self, name: str, description: str = "") -> dict[str, Any]:
+        return namespaces.create(self.store, self.principal, name, description)
+
+    def members(self, namespace: str) -> pl.DataFrame:
+        return pl.DataFrame(namespaces.list_members(self.store, self.principal, namespace))
+
+    def add_member(self, namespace: str, username: str, role: str) -> None:
+        namespaces.add_member(self.store, self.principal, namespace, username, role)
+
+    def remove_member(self, namespace: str, username: str) -> None:
+        namespaces.remove_member(self.store, self.principal, namespace, username)
+
+    def audit(self, since: datetime | None = None, **filters: Any) -> pl.DataFrame:
+        rows = audit.query(self.store, self.principal, since=since, **filters)
+        return pl.DataFrame(rows) if rows else pl.DataFrame(schema=list(audit.COLUMNS))
+
+    def settings(self) -> pl.DataFrame:
+        rows = settings.describe(self.store, self.principal, self.store.config)
+        return pl.DataFrame([{k: str(v) for k, v in r.items()} for r in rows])
+
+
+def _store(home: str | Path | None, environ: Mapping[str, str] | None) -> Store:
+    import os
+
+    env = dict(os.environ if environ is None else environ)
+    if home is not None:
+        env["DOCETL_HOME_DIR"] = str(home)
+    return settings.open_store(Config.from_env(env))

@@ -246,3 +246,14 @@ def _secret_file(path: Path) -> str:
         value = secrets.token_urlsafe(48)
         fh.write(value)
     return value
+
+
+def authenticator_credentials(store: Store, username: str) -> dict[str, Any]:
+    """streamlit-authenticator's credentials dict, built from the store (only the user it acts for)."""
+    with store.read() as tx:
+        row = users.get_row(tx, username)
+    if not row or not row["active"]:
+        return {"usernames": {}}
+    return {"usernames": {row["username"]: {"email": row["email"], "name": row["display_name"] or row["username"],
+                                            "password": row["password_hash"], "logged_in": True,
+                                            "failed_login_attempts": 0}}}

@@ -74,3 +74,10 @@ def visible_namespaces(principal: Principal, all_namespaces: list[str]) -> list[
     if principal.is_platform_admin:
         return sorted(all_namespaces)
     return sorted(ns for ns in all_namespaces if can(principal, Action.VIEW, ns))
+
+
+def can_somewhere(principal: Principal, action: Action) -> bool:
+    """True when the principal may perform the action in at least one namespace (for navigation)."""
+    if principal.is_platform_admin:
+        return True
+    return any(can(principal, action, ns) for ns in principal.memberships)

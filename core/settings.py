@@ -71,3 +71,12 @@ def reset(store: Store, principal: Principal, key: str, now: datetime | None = N
         tx.execute_write("DELETE FROM settings WHERE key = ?", [key])
         audit.record(tx, principal, "settings.reset", resource_type="setting", resource_id=key,
                      detail={"before": json.loads(before) if before else None}, now=now)
+
+
+def system_info(store: Store, principal: Principal) -> dict[str, Any]:
+    """Where the data lives and how big it is (admins)."""
+    require(principal, Action.MANAGE_SETTINGS)
+    with store.read() as tx:
+        counts = tx.one("SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM namespaces) AS namespaces,"
+                        " (SELECT max(version) FROM schema_migrations) AS schema_version")
+    return {**counts, "home": str(store.config.home), "store_path": str(store.path), "store_bytes": store.size_bytes()}

@@ -47,6 +47,11 @@ def hash_password(password: str, config: Config) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=int(config["bcrypt_rounds"]))).decode()
 
 
+def temporary_password() -> str:
+    """A one-time password for a new or reset account (the user must change it at first login)."""
+    return secrets.token_urlsafe(9)
+
+
 def check_password(password: str, password_hash: str) -> bool:
     try:
         return bcrypt.checkpw((password or "").encode("utf-8"), password_hash.encode("ascii"))
@@ -176,7 +181,7 @@ def set_platform_admin(store: Store, principal: Principal, username: str, flag: 
 def reset_password(store: Store, principal: Principal, username: str, now: datetime | None = None) -> str:
     """Admin reset: returns a temporary password to show once; the user must change it at next login."""
     require(principal, Action.MANAGE_USERS)
-    temporary = secrets.token_urlsafe(9)
+    temporary = temporary_password()
     now = clock.resolve(now)
     with store.transaction() as tx:
         row = _update_target(tx, username)

@@ -1,0 +1,208 @@
+"""Session plumbing shared by Home.py and the pages: the store, the signed-in user, translation.
+
+Rules live in core; this module only keeps Streamlit session state in step with core's answers.
+streamlit-authenticator writes and deletes the login cookie; core decides whether a cookie still counts.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import streamlit as st
+import streamlit_authenticator as stauth
+
+from core import auth, clock, namespaces
+from core.config import Config
+from core.errors import WorkbenchError
+from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, t
+from core.principal import Principal
+from core.settings import open_store
+from core.store import Store
+
+_CTX = "_wb_ctx"
+_LIVE = "_wb_live"  # set only while Home.py routes this run
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What one script run knows: the store, the actor, and how to speak to them."""
+
+    store: Store
+    principal: Principal | None
+    lang: str
+    tz: str
+    display_name: str = ""
+    must_change_password: bool = False
+
+    @property
+    def config(self) -> Config:
+        return self.store.config
+
+
+def T(key: str, **params: Any) -> str:
+    """Translate for the current session."""
+    return t(key, _lang(), **params)
+
+
+def _lang() -> str:
+    ctx = st.session_state.get(_CTX)
+    return ctx.lang if ctx else st.session_state.get("wb_lang", DEFAULT_LANGUAGE)
+
+
+def current(login_required: bool = True) -> Ctx:
+    """This run's context. A page file run on its own (Streamlit's legacy `pages/` discovery, e.g. a
+    deep link on a fresh server) goes back through Home.py, which checks the session first."""
+    ctx = st.session_state.get(_CTX)
+    if not st.session_state.get(_LIVE) or ctx is None:
+        st.switch_page("Home.py")
+    if login_required and ctx.principal is None:
+        st.stop()
+    return ctx
+
+
+def run(nav: Any) -> None:
+    """Run the chosen page, marking the run as routed by Home.py."""
+    st.session_state[_LIVE] = True
+    try:
+        nav.run()
+    finally:
+        st.session_state.pop(_LIVE, None)
+
+
+def visible_namespaces(ctx: Ctx) -> list[dict[str, Any]]:
+    return namespaces.list_visible(ctx.store, ctx.principal)
+
+
+def namespace() -> str | None:
+    """The namespace chosen in the sidebar switcher."""
+    return st.session_state.get("wb_namespace")
+
+
+def show_error(exc: WorkbenchError) -> None:
+    st.error(exc.message(_lang()))
+
+
+def fmt_time(value: datetime | None) -> str:
+    ctx = st.session_state.get(_CTX)
+    return clock.format_local(value, ctx.tz if ctx else "Asia/Shanghai")
+
+
+def client() -> Principal:
+    """The browser's address and agent, for lockout throttling and audit."""
+    headers, ip = st.context.headers, st.context.ip_address
+    agent = headers.get("User-Agent") if headers else None
+    return Principal.anonymous().with_client(ip if isinstance(ip, str) else None,
+                                             agent if isinstance(agent, str) else None, uuid.uuid4().hex[:12])
+
+
+def _cookie_key(config: Config) -> str:
+    try:
+        override = st.secrets.get("auth", {}).get("cookie_key")
+    except (FileNotFoundError, KeyError, AttributeError):
+        override = None
+    except Exception:  # streamlit raises its own parse error for a broken secrets.toml
+        override = None
+    return auth.cookie_key(config, override)
+
+
+def _authenticator(store: Store, username: str) -> stauth.Authenticate:
+    return stauth.Authenticate(auth.authenticator_credentials(store, username), auth.COOKIE_NAME,
+                               _cookie_key(store.config), float(store.config["cookie_expiry_days"]),
+                               auto_hash=False, login_sleep_time=0)
+
+
+def start() -> Ctx:
+    """Resolve this run's context: restore or re-check the session, then remember it for the pages."""
+    store = open_store(Config.from_env())
+    who = client()
+    result = None
+    username, login_at = st.session_state.get("wb_username"), st.session_state.get("wb_login_at")
+    if username and login_at:
+        result = auth.resume(store, username, login_at, who)
+        if result is None:  # disabled, or logged out / password changed elsewhere
+            _forget()
+    elif not st.session_state.get("logout"):
+        token = st.context.cookies.get(auth.COOKIE_NAME) if st.context.cookies else None
+        if token:
+            result = auth.resume_from_cookie(store, token, _cookie_key(store.config), who)
+            if result:
+                _remember(result)
+    if st.session_state.pop("wb_delete_cookie", False):
+        _authenticator(store, "").cookie_controller.delete_cookie()
+    if result and st.session_state.pop("wb_set_cookie", False):
+        st.session_state["username"] = result.principal.username
+        _authenticator(store, result.principal.username).cookie_controller.set_cookie()
+    lang = (result.language if result and result.language else None) or st.session_state.get(
+        "wb_lang", store.config["default_language"])
+    ctx = Ctx(store=store, principal=result.principal if result else None, lang=lang,
+              tz=(result.timezone if result and result.timezone else store.config["default_timezone"]),
+              display_name=result.display_name if result else "",
+              must_change_password=bool(result and result.must_change_password))
+    st.session_state[_CTX] = ctx
+    return ctx
+
+
+def sign_in(result: auth.LoginResult) -> None:
+    """After core accepted the password: remember the session and write the cookie on the next run."""
+    _remember(result)
+    st.session_state["wb_set_cookie"] = True
+    st.session_state["logout"] = False
+
+
+def _remember(result: auth.LoginResult) -> None:
+    st.session_state.update(wb_username=result.principal.username, wb_login_at=result.login_at,
+                            authentication_status=True, username=result.principal.username,
+                            name=result.display_name)
+
+
+def _forget() -> None:
+    for key in ("wb_username", "wb_login_at", "wb_namespace", "wb_set_cookie", _CTX):
+        st.session_state.pop(key, None)
+    st.session_state.update(authentication_status=None, username=None, name=None)
+
+
+def sign_out() -> None:
+    """Logout button callback: end every session of this user (core); the cookie goes on this run."""
+    ctx = st.session_state.get(_CTX)
+    if ctx and ctx.principal:
+        auth.logout(ctx.store, ctx.principal)
+    _forget()
+    st.session_state.update(logout=True, wb_delete_cookie=True)
+
+
+def refresh_session(epoch: datetime) -> None:
+    """After your own password change: this session stays, with a fresh cookie."""
+    st.session_state["wb_login_at"] = epoch
+    st.session_state["wb_set_cookie"] = True
+
+
+def language_picker(ctx: Ctx, where: Any) -> str | None:
+    """A language switch; returns the newly chosen language code, if changed."""
+    codes = list(LANGUAGES)
+    chosen = where.selectbox(T("shell.language"), codes, index=codes.index(ctx.lang),
+                             format_func=LANGUAGES.get, key="wb_lang_picker")
+    if chosen != ctx.lang:
+        st.session_state["wb_lang"] = chosen
+        return chosen
+    return None
+
+
+def confirm_button(label: str, key: str, prompt: str) -> bool:
+    """A two-step button for consequential actions: True only on the confirming click."""
+    flag = f"wb_confirm_{key}"
+    if st.session_state.get(flag):
+        st.warning(prompt)
+        yes, no = st.columns(2)
+        if yes.button(T("common.confirm"), key=f"{key}_yes", type="primary"):
+            st.session_state.pop(flag)
+            return True
+        if no.button(T("common.cancel"), key=f"{key}_no"):
+            st.session_state.pop(flag)
+            st.rerun()
+        return False
+    if st.button(label, key=key):
+        st.session_state[flag] = True
+        st.rerun()
+    return False

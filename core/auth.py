@@ -11,9 +11,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import jwt
 
 from core import audit, clock, users
@@ -24,7 +26,12 @@ from core.principal import Principal
 from core.store import Store, Tx
 
 COOKIE_NAME = "docetl_wb_auth"
-_DUMMY_HASH = "$2b$04$" + "C" * 53  # checked against when the username is unknown, to keep timing flat
+
+
+@lru_cache(maxsize=None)
+def _dummy_hash(rounds: int) -> str:
+    """A real hash at the configured cost, checked when the username is unknown, to keep timing flat."""
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=rounds)).decode()
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ def authenticate(store: Store, username: str, password: str, client: Principal |
             error: Exception = LockedOut(until=locked, minutes=_minutes_left(locked, now))
         else:
             row = users.get_row(tx, name)
-            ok = users.check_password(password, row["password_hash"] if row else _DUMMY_HASH) and row is not None
+            checked_hash = row["password_hash"] if row else _dummy_hash(int(config["bcrypt_rounds"]))
+            ok = users.check_password(password, checked_hash) and row is not None
             if ok and row["active"]:
                 _attempt(tx, name, client.ip, "success", now)
                 tx.execute_write("UPDATE users SET last_login_at = ? WHERE id = ?", [now, row["id"]])
@@ -202,9 +210,12 @@ def cookie_issued_at(token: str, key: str, expiry_days: float) -> tuple[str, dat
         username, exp = str(data["username"]), float(data["exp_date"])
     except (jwt.PyJWTError, KeyError, TypeError, ValueError):
         return None
-    if exp <= clock.utcnow().timestamp():
+    now = clock.utcnow()
+    issued = datetime.fromtimestamp(exp - expiry_days * 86400, tz=now.tzinfo)
+    if exp <= now.timestamp() or issued > now:
+        # an issue time in the future means the cookie was written under a longer lifetime setting
         return None
-    return username, datetime.fromtimestamp(exp - expiry_days * 86400, tz=clock.utcnow().tzinfo)
+    return username, issued
 
 
 def resume_from_cookie(store: Store, token: str, key: str, client: Principal | None = None) -> LoginResult | None:
@@ -232,20 +243,25 @@ def cookie_key(config: Config, override: str | None = None) -> str:
 
 
 def _secret_file(path: Path) -> str:
-    """Read a secret, creating it atomically (O_EXCL, mode 0600) on first use."""
+    """Read a secret, creating it on first use: written to a private temporary file (mode 0600), then
+    hard-linked into place, so a concurrent reader never sees it empty and the first writer wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_text().strip()
-        if value:
-            return value
-        raise ValidationError("auth.error.secret_empty", path=str(path)) from None
-    with os.fdopen(fd, "w") as fh:
-        value = secrets.token_urlsafe(48)
-        fh.write(value)
-    return value
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another thread or process created it first: use theirs
+        finally:
+            tmp.unlink()
+    value = path.read_text().strip()
+    if value:
+        return value
+    raise ValidationError("auth.error.secret_empty", path=str(path))
 
 
 def authenticator_credentials(store: Store, username: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from core import audit, clock
 from core.config import Config
 from core.errors import NotFound, ValidationError
 from core.permissions import Action, require
-from core.principal import Principal
+from core.principal import OPERATOR_USERNAME, Principal
 from core.store import Store, Tx
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
@@ -31,6 +31,8 @@ def normalize_username(username: str) -> str:
     name = (username or "").strip().lower()
     if not USERNAME_RE.match(name):
         raise ValidationError("user.error.username", name=username or "")
+    if name == OPERATOR_USERNAME:  # the CLI's and notebooks' identity in the audit log
+        raise ValidationError("user.error.reserved", name=name)
     return name
 
 
@@ -47,9 +49,10 @@ def hash_password(password: str, config: Config) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=int(config["bcrypt_rounds"]))).decode()
 
 
-def temporary_password() -> str:
-    """A one-time password for a new or reset account (the user must change it at first login)."""
-    return secrets.token_urlsafe(9)
+def temporary_password(min_length: int = 0) -> str:
+    """A one-time password for a new or reset account (the user must change it at first login):
+    12 characters, or `min_length` when that is longer."""
+    return secrets.token_urlsafe(max(9, (3 * min_length + 3) // 4))
 
 
 def check_password(password: str, password_hash: str) -> bool:
@@ -181,7 +184,7 @@ def set_platform_admin(store: Store, principal: Principal, username: str, flag: 
 def reset_password(store: Store, principal: Principal, username: str, now: datetime | None = None) -> str:
     """Admin reset: returns a temporary password to show once; the user must change it at next login."""
     require(principal, Action.MANAGE_USERS)
-    temporary = temporary_password()
+    temporary = temporary_password(int(store.config["password_min_length"]))
     now = clock.resolve(now)
     with store.transaction() as tx:
         row = _update_target(tx, username)

@@ -63,6 +63,7 @@ if ctx.principal is None:
                    url_path="welcome" if first else "signin", default=True)
     nav = st.navigation([page], position="hidden")
 else:
+    st.session_state["_wb_nav"] = pages_for(ctx)
+    nav = st.navigation(st.session_state["_wb_nav"])
     sidebar(ctx)
-    nav = st.navigation(pages_for(ctx))
 shell.run(nav)

@@ -41,7 +41,7 @@ class Ctx:
         return self.store.config
 
 
-def T(key: str, **params: Any) -> str:
+def T(key: str, /, **params: Any) -> str:
     """Translate for the current session."""
     return t(key, _lang(), **params)
 
@@ -178,14 +178,19 @@ def refresh_session(epoch: datetime) -> None:
     st.session_state["wb_set_cookie"] = True
 
 
-def language_picker(ctx: Ctx, where: Any) -> str | None:
-    """A language switch; returns the newly chosen language code, if changed."""
-    codes = list(LANGUAGES)
-    chosen = where.selectbox(T("shell.language"), codes, index=codes.index(ctx.lang),
-                             format_func=LANGUAGES.get, key="wb_lang_picker")
-    if chosen != ctx.lang:
-        st.session_state["wb_lang"] = chosen
-        return chosen
+def choose(where: Any, label: str, choices: dict[Any, str], key: str, current: Any = None) -> Any:
+    """A selectbox over display labels that returns the chosen value (people and AppTest pick by label)."""
+    values, labels = list(choices), list(choices.values())
+    picked = where.selectbox(label, labels, index=values.index(current) if current in choices else 0, key=key)
+    return values[labels.index(picked)]
+
+
+def language_picker(ctx: Ctx, where: Any, key: str = "wb_lang_picker") -> str | None:
+    """A language switch showing each language in its own script; returns the new code, if changed."""
+    code = choose(where, T("shell.language"), LANGUAGES, key, ctx.lang)
+    if code != ctx.lang:
+        st.session_state["wb_lang"] = code
+        return code
     return None
 
 

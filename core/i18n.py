@@ -21,7 +21,7 @@ def catalog(lang: str) -> dict[str, str]:
     return json.loads((_LOCALES / f"{lang}.json").read_text(encoding="utf-8"))
 
 
-def t(key: str, lang: str | None = None, **params: Any) -> str:
+def t(key: str, lang: str | None = None, /, **params: Any) -> str:
     """The text for `key` in `lang` (falling back to English, then to the key itself)."""
     lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
     text = catalog(lang).get(key) or catalog("en").get(key) or key

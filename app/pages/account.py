@@ -43,9 +43,7 @@ if not ctx.must_change_password:
         st.text_input(T("account.username"), value=me["username"], disabled=True)
         display = st.text_input(T("account.display_name"), value=me["display_name"] or "", key="pf_display")
         email = st.text_input(T("account.email"), value=me["email"] or "", key="pf_email")
-        codes = list(LANGUAGES)
-        lang = st.selectbox(T("shell.language"), codes, index=codes.index(ctx.lang), format_func=LANGUAGES.get,
-                            key="pf_lang")
+        lang = shell.choose(st, T("shell.language"), LANGUAGES, "pf_lang", ctx.lang)
         zones = COMMON_TIMEZONES if ctx.tz in COMMON_TIMEZONES else [ctx.tz, *COMMON_TIMEZONES]
         tz = st.selectbox(T("account.timezone"), zones, index=zones.index(ctx.tz), key="pf_tz",
                           accept_new_options=True)

@@ -21,16 +21,15 @@ actor = c2.text_input(T("audit.actor"), key="au_actor")
 action = c3.text_input(T("audit.action"), key="au_action", help=T("audit.action_help"))
 allowed = [ns["name"] for ns in shell.visible_namespaces(ctx)
            if can(ctx.principal, Action.READ_AUDIT_ALL) or can(ctx.principal, Action.READ_AUDIT, ns["name"])]
-namespace = c4.selectbox(T("shell.namespace"), ["", *allowed], format_func=lambda n: n or T("audit.all"), key="au_ns")
-outcome = c5.selectbox(T("audit.success"), ["", "yes", "no"], key="au_ok",
-                       format_func=lambda v: {"": T("audit.all"), "yes": T("audit.ok"), "no": T("audit.failed")}[v])
+namespace = shell.choose(c4, T("shell.namespace"), {None: T("audit.all"), **{n: n for n in allowed}}, "au_ns")
+success = shell.choose(c5, T("audit.success"), {None: T("audit.all"), True: T("audit.ok"), False: T("audit.failed")},
+                       "au_ok")
 
 start, end = (period if isinstance(period, tuple) and len(period) == 2 else (period[0], period[0])) if period else (today, today)
 try:
     rows = audit.query(ctx.store, ctx.principal, since=datetime.combine(start, time.min, zone),
                        until=datetime.combine(end + timedelta(days=1), time.min, zone), actor=actor.strip().lower() or None,
-                       action=action.strip() or None, namespace=namespace or None,
-                       success={"": None, "yes": True, "no": False}[outcome], limit=5000)
+                       action=action.strip() or None, namespace=namespace, success=success, limit=5000)
 except WorkbenchError as exc:
     shell.show_error(exc)
     st.stop()

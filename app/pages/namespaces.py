@@ -46,7 +46,7 @@ with st.form("grant_member"):
     left, right = st.columns(2)
     people = [u["username"] for u in users.directory(ctx.store, ctx.principal)]
     who = left.selectbox(T("namespaces.user"), people, key="gm_user", accept_new_options=False)
-    role = right.selectbox(T("namespaces.role"), roles, format_func=lambda r: T(f"role.{r}"), key="gm_role")
+    role = shell.choose(right, T("namespaces.role"), {r: T(f"role.{r}") for r in roles}, "gm_role")
     if st.form_submit_button(T("namespaces.grant"), type="primary"):
         try:
             namespaces.add_member(ctx.store, ctx.principal, chosen, who, role)

@@ -33,8 +33,8 @@ st.dataframe([{T("system.key"): r["key"], T("system.effective"): str(r["effectiv
 
 editable = [r for r in rows if r["admin"]]
 with st.form("edit_setting"):
-    key = st.selectbox(T("system.key"), [r["key"] for r in editable], key="set_key",
-                       format_func=lambda k: f"{k} — {T('setting.' + k)}")
+    key = shell.choose(st, T("system.key"), {r["key"]: f"{r['key']} — {T('setting.' + r['key'])}" for r in editable},
+                       "set_key")
     value = st.text_input(T("system.new_value"), key="set_value")
     save, reset = st.columns(2)
     try:

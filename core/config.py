@@ -7,14 +7,18 @@ Nothing is read at import time: build a `Config` with `Config.from_env()` and pa
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from core.clock import zone
 from core.errors import ValidationError
 
 PLATFORM_DIR = "_platform"
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
+          "": False}
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class Setting:
     help: str
     admin: bool = True
     choices: tuple[Any, ...] = ()
+    check: Callable[[Any], Any] | None = None  # raises ValidationError for a bad value
 
     @property
     def env(self) -> str:
@@ -34,15 +39,19 @@ class Setting:
         """Convert a raw value (env string or form input) or say clearly why not."""
         try:
             if self.type is bool:
-                value = raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
+                value = raw if isinstance(raw, bool) else _BOOLS[str(raw).strip().lower()]
             else:
                 value = self.type(raw)
-        except (TypeError, ValueError):
+            if self.type is float and not math.isfinite(value):
+                raise ValueError(raw)
+        except (TypeError, ValueError, KeyError):
             raise ValidationError("error.setting_type", key=self.key, value=str(raw), type=self.type.__name__) from None
         if self.choices and value not in self.choices:
             raise ValidationError("error.setting_choice", key=self.key, value=str(raw), choices=", ".join(map(str, self.choices)))
         if self.type in (int, float) and value < 0:
             raise ValidationError("error.setting_negative", key=self.key, value=str(raw))
+        if self.check:
+            self.check(value)
         return value
 
 
@@ -56,7 +65,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Failed logins from one client address within the window that throttle that address."),
     Setting("allow_registration", bool, False, "Let people register an account themselves (it gets no namespace)."),
     Setting("default_language", str, "zh_CN", "Language for users who have not chosen one.", choices=("zh_CN", "en")),
-    Setting("default_timezone", str, "Asia/Shanghai", "IANA timezone for users who have not chosen one."),
+    Setting("default_timezone", str, "Asia/Shanghai", "IANA timezone for users who have not chosen one.",
+            check=zone),
     Setting("cookie_expiry_days", float, 7.0, "Days a login cookie stays valid."),
     Setting("password_min_length", int, 8, "Shortest password accepted."),
     Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False),

@@ -9,11 +9,22 @@ from datetime import datetime
 from typing import Any
 
 from core import audit, clock
-from core.config import SETTINGS, SETTINGS_BY_KEY, Config
+from core.config import SETTINGS, SETTINGS_BY_KEY, Config, Setting
 from core.errors import ValidationError
 from core.permissions import Action, require
 from core.principal import Principal
 from core.store import Store
+
+
+# cookie issue times are derived from this lifetime: changing it ends every session
+_ENDS_SESSIONS = "cookie_expiry_days"
+
+
+def _admin_setting(key: str) -> Setting:
+    setting = SETTINGS_BY_KEY.get(key)
+    if setting is None or not setting.admin:
+        raise ValidationError("settings.error.unknown", key=key)
+    return setting
 
 
 def open_store(config: Config) -> Store:
@@ -45,18 +56,14 @@ def describe(store: Store, principal: Principal, base: Config) -> list[dict[str,
 def update(store: Store, principal: Principal, key: str, value: Any, now: datetime | None = None) -> Any:
     """Set an admin override after validating it; returns the parsed value."""
     require(principal, Action.MANAGE_SETTINGS)
-    setting = SETTINGS_BY_KEY.get(key)
-    if setting is None or not setting.admin:
-        raise ValidationError("settings.error.unknown", key=key)
-    parsed = setting.parse(value)
+    parsed = _admin_setting(key).parse(value)
     now = clock.resolve(now)
     with store.transaction() as tx:
         before = tx.scalar("SELECT value FROM settings WHERE key = ?", [key])
         tx.execute_write("INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?,?,?,?)"
                          " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,"
                          " updated_by = excluded.updated_by", [key, json.dumps(parsed), now, principal.username])
-        if key == "cookie_expiry_days":
-            # cookie issue times are derived from this lifetime: changing it ends every session
+        if key == _ENDS_SESSIONS:
             tx.execute_write("UPDATE users SET sessions_valid_after = ?", [now])
         audit.record(tx, principal, "settings.update", resource_type="setting", resource_id=key,
                      detail={"before": json.loads(before) if before else None, "after": parsed}, now=now)
@@ -66,9 +73,13 @@ def update(store: Store, principal: Principal, key: str, value: Any, now: dateti
 def reset(store: Store, principal: Principal, key: str, now: datetime | None = None) -> None:
     """Drop an override: the environment value or the default applies again."""
     require(principal, Action.MANAGE_SETTINGS)
+    _admin_setting(key)
+    now = clock.resolve(now)
     with store.transaction() as tx:
         before = tx.scalar("SELECT value FROM settings WHERE key = ?", [key])
         tx.execute_write("DELETE FROM settings WHERE key = ?", [key])
+        if key == _ENDS_SESSIONS and before is not None:
+            tx.execute_write("UPDATE users SET sessions_valid_after = ?", [now])
         audit.record(tx, principal, "settings.reset", resource_type="setting", resource_id=key,
                      detail={"before": json.loads(before) if before else None}, now=now)
 

@@ -10,7 +10,9 @@ import getpass
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
+
+import duckdb
 
 from core import audit, auth, namespaces, users
 from core.config import Config
@@ -106,8 +108,19 @@ def cmd_audit_export(store: Store, who: Principal, args: argparse.Namespace) -> 
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are errors too: one line on stderr, exit 2 (subcommand parsers inherit this)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="DocETL Workbench command line")
+    parser = _Parser(prog="python -m core", description="DocETL Workbench command line")
     parser.add_argument("--user", dest="acting_user", help="act as this user (password from DOCETL_WB_PASSWORD)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,10 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(args.func(store, who, args), args.json)
         return 0
     except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
         print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:  # e.g. a damaged or foreign database file
+        print(f"error: metadata store: {_one_line(exc)}", file=sys.stderr)
         return 1

@@ -1,0 +1,129 @@
+"""The notebook entry: `Workbench.open()` acts as the local operator, `Workbench.login()` as a user
+with exactly that user's permissions; tables come back as polars DataFrames."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import PASSWORD
+from core import Workbench, audit
+from core.errors import AuthenticationFailed, LockedOut, PermissionDenied
+
+
+@pytest.fixture
+def nb_home(tmp_path: Path) -> Path:
+    """A home given explicitly (not the one in DOCETL_HOME_DIR)."""
+    path = tmp_path / "notebook-home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def wb(nb_home: Path) -> Workbench:
+    wb = Workbench.open(home=nb_home)
+    wb.create_user("root", PASSWORD, is_platform_admin=True)
+    wb.create_namespace("alpha", "Team alpha")
+    wb.create_namespace("beta")
+    for name, ns, role in (("vic", "alpha", "viewer"), ("nina", "alpha", "namespace_admin"),
+                           ("otto", "beta", "editor")):
+        wb.create_user(name, PASSWORD)
+        wb.add_member(ns, name, role)
+    return wb
+
+
+def test_open_acts_as_the_operator_in_the_given_home(wb: Workbench, nb_home: Path, home: Path) -> None:
+    assert wb.principal.is_operator
+    assert wb.store.config.home == nb_home.resolve()
+    assert (nb_home / ".docetl" / "_platform" / "platform.duckdb").is_file()
+    assert not (home / ".docetl" / "_platform" / "platform.duckdb").exists()
+    assert "local-operator" in repr(wb)
+    log = wb.audit(action="namespace.create")
+    assert isinstance(log, pl.DataFrame)
+    assert log["actor_username"].to_list() == ["local-operator", "local-operator"]
+
+
+def test_tables_are_dataframes(wb: Workbench) -> None:
+    people = wb.users()
+    assert isinstance(people, pl.DataFrame)
+    assert sorted(people["username"].to_list()) == ["nina", "otto", "root", "vic"]
+    assert "password_hash" not in people.columns
+    spaces = wb.namespaces()
+    assert spaces["name"].to_list() == ["alpha", "beta"]
+    assert spaces.filter(pl.col("name") == "alpha")["description"].item() == "Team alpha"
+    members = wb.members("alpha")
+    assert dict(zip(members["username"], members["role"])) == {"nina": "namespace_admin", "vic": "viewer"}
+    assert isinstance(wb.settings(), pl.DataFrame) and "login_max_failures" in wb.settings()["key"].to_list()
+    empty = wb.audit(actor="nobody")
+    assert empty.height == 0 and tuple(empty.columns) == audit.COLUMNS
+
+
+def test_operator_manages_accounts(wb: Workbench) -> None:
+    wb.disable_user("vic")
+    with pytest.raises(AuthenticationFailed):
+        Workbench.login("vic", PASSWORD, home=wb.store.config.home)
+    wb.enable_user("vic")
+    temporary = wb.reset_password("vic")
+    vic = Workbench.login("vic", temporary, home=wb.store.config.home)
+    assert vic.principal.username == "vic"
+    wb.remove_member("alpha", "vic")
+    assert "vic" not in wb.members("alpha")["username"].to_list()
+
+
+def test_login_enforces_the_users_permissions(wb: Workbench) -> None:
+    home = wb.store.config.home
+    vic = Workbench.login("vic", PASSWORD, home=home)
+    assert not vic.principal.is_operator and "vic" in repr(vic)
+    assert vic.namespaces()["name"].to_list() == ["alpha"]
+    assert vic.members("alpha")["username"].to_list() == ["nina", "vic"]
+    def state() -> list[list[dict]]:
+        return [wb.users().sort("username").to_dicts(), wb.namespaces().to_dicts(), wb.members("alpha").to_dicts()]
+
+    before = state()
+    for attempt in (vic.users, vic.settings, vic.audit, lambda: vic.create_namespace("gamma"),
+                    lambda: vic.create_user("mallory", PASSWORD), lambda: vic.add_member("alpha", "otto", "viewer"),
+                    lambda: vic.remove_member("alpha", "nina"), lambda: vic.members("beta"),
+                    lambda: vic.reset_password("nina"), lambda: vic.disable_user("nina")):
+        with pytest.raises(PermissionDenied):
+            attempt()
+    assert state() == before
+
+
+def test_namespace_admin_in_a_notebook(wb: Workbench) -> None:
+    nina = Workbench.login("nina", PASSWORD, home=wb.store.config.home)
+    nina.add_member("alpha", "otto", "editor")
+    assert wb.members("alpha").filter(pl.col("username") == "otto")["role"].item() == "editor"
+    log = nina.audit()
+    assert set(log["namespace"].to_list()) == {"alpha"}
+    with pytest.raises(PermissionDenied):
+        nina.add_member("beta", "vic", "viewer")
+    with pytest.raises(PermissionDenied):
+        nina.users()
+
+
+def test_platform_admin_login(wb: Workbench) -> None:
+    root = Workbench.login("root", PASSWORD, home=wb.store.config.home)
+    root.create_user("newbie", PASSWORD)
+    assert "newbie" in wb.users()["username"].to_list()
+    assert root.audit(action="user.create")["actor_username"].to_list()[0] == "root"
+
+
+def test_login_has_the_same_lockout_as_the_login_page(wb: Workbench) -> None:
+    home = wb.store.config.home
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed):
+            Workbench.login("vic", "not-the-password", home=home)
+    with pytest.raises(LockedOut):
+        Workbench.login("vic", "not-the-password", home=home)
+    with pytest.raises(LockedOut):
+        Workbench.login("vic", PASSWORD, home=home)
+    assert wb.audit(action="auth.lockout")["resource_id"].to_list() == ["vic"]
+
+
+def test_open_from_environment(home: Path) -> None:
+    """Without `home`, DOCETL_HOME_DIR decides (set by the fixture)."""
+    wb = Workbench.open()
+    assert wb.store.config.home == home.resolve()
+    wb.create_namespace("alpha")
+    assert (home / ".docetl" / "alpha" / "files").is_dir()

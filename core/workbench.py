@@ -18,21 +18,24 @@ from core.store import Store
 
 
 class Workbench:
-    def __init__(self, store: Store, principal: Principal) -> None:
+    def __init__(self, store: Store, principal: Principal, base: Config | None = None) -> None:
         self.store = store
         self.principal = principal
+        self.base = base or store.config  # the environment's settings, before admin overrides
 
     @classmethod
     def open(cls, home: str | Path | None = None, environ: Mapping[str, str] | None = None) -> "Workbench":
         """Act as the local operator (whoever can read the files on this host), audited as such."""
-        return cls(_store(home, environ), Principal.operator())
+        base = _config(home, environ)
+        return cls(settings.open_store(base), Principal.operator(), base)
 
     @classmethod
     def login(cls, username: str, password: str, home: str | Path | None = None,
               environ: Mapping[str, str] | None = None) -> "Workbench":
         """Act as a user with that user's permissions (same lockout rules as the login page)."""
-        store = _store(home, environ)
-        return cls(store, auth.authenticate(store, username, password).principal)
+        base = _config(home, environ)
+        store = settings.open_store(base)
+        return cls(store, auth.authenticate(store, username, password).principal, base)
 
     def __repr__(self) -> str:
         return f"Workbench(user={self.principal.username!r}, home={str(self.store.config.home)!r})"
@@ -73,14 +76,14 @@ class Workbench:
         return pl.DataFrame(rows) if rows else pl.DataFrame(schema=list(audit.COLUMNS))
 
     def settings(self) -> pl.DataFrame:
-        rows = settings.describe(self.store, self.principal, self.store.config)
+        rows = settings.describe(self.store, self.principal, self.base)
         return pl.DataFrame([{k: str(v) for k, v in r.items()} for r in rows])
 
 
-def _store(home: str | Path | None, environ: Mapping[str, str] | None) -> Store:
+def _config(home: str | Path | None, environ: Mapping[str, str] | None) -> Config:
     import os
 
     env = dict(os.environ if environ is None else environ)
     if home is not None:
         env["DOCETL_HOME_DIR"] = str(home)
-    return settings.open_store(Config.from_env(env))
+    return Config.from_env(env)

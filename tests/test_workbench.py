@@ -127,3 +127,15 @@ def test_open_from_environment(home: Path) -> None:
     assert wb.store.config.home == home.resolve()
     wb.create_namespace("alpha")
     assert (home / ".docetl" / "alpha" / "files").is_dir()
+
+
+def test_settings_table_separates_environment_and_override(nb_home: Path) -> None:
+    environ = {"DOCETL_HOME_DIR": str(nb_home), "DOCETL_WB_BCRYPT_ROUNDS": "4", "DOCETL_WB_LOGIN_MAX_FAILURES": "9"}
+    from core import settings
+
+    first = Workbench.open(environ=environ)
+    settings.update(first.store, first.principal, "login_max_failures", 4)
+    wb = Workbench.open(environ=environ)
+    row = wb.settings().filter(pl.col("key") == "login_max_failures").to_dicts()[0]
+    assert (row["default"], row["environment"], row["override"], row["effective"]) == ("5", "9", "4", "4")
+    assert wb.store.config["login_max_failures"] == 4

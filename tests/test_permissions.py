@@ -16,7 +16,7 @@ from conftest import PASSWORD
 from core import audit, auth, namespaces, settings, users
 from core.config import Config
 from core.errors import AuthenticationFailed, LockedOut, PermissionDenied
-from core.permissions import Action, can, require, visible_namespaces
+from core.permissions import Action, can, can_somewhere, require, visible_namespaces
 from core.principal import Principal
 from core.settings import open_store
 from core.store import Store
@@ -72,6 +72,8 @@ CORE_TABLE = parse_table("""
 #  action                    platform_admin namespace_admin editor viewer nomember operator
    users.create              YY NN NN NN NN YY
    users.list_all            YY NN NN NN NN YY
+   users.get                 YY NN NN NN NN YY
+   users.directory           YY YY NN NN NN YY
    users.set_active          YY NN NN NN NN YY
    users.reset_password      YY NN NN NN NN YY
    users.set_platform_admin  YY NN NN NN NN YY
@@ -84,6 +86,7 @@ CORE_TABLE = parse_table("""
    settings.update           YY NN NN NN NN YY
    settings.describe         YY NN NN NN NN YY
    settings.reset            YY NN NN NN NN YY
+   settings.system_info      YY NN NN NN NN YY
 """)
 
 VISIBLE = {"platform_admin": {"alpha", "beta"}, "namespace_admin": {"alpha"}, "editor": {"alpha"},
@@ -166,6 +169,16 @@ def _list_all(store, who, scope):
         "password_hash" not in r for r in rows)
 
 
+def _get_user(store, who, scope):
+    row = users.get(store, who, TARGET[scope])
+    return lambda: row["username"] == TARGET[scope] and "password_hash" not in row
+
+
+def _directory(store, who, scope):
+    rows = users.directory(store, who)
+    return lambda: {r["username"] for r in rows} >= {"admin", "member2", "outsider", "loner"}
+
+
 def _set_active(store, who, scope):
     users.set_active(store, who, TARGET[scope], False)
     return lambda: user_row(store, TARGET[scope])["active"] is False
@@ -224,19 +237,25 @@ def _settings_describe(store, who, scope):
     return lambda: {r["key"]: r["override"] for r in rows}["default_timezone"] == "Europe/Berlin"
 
 
+def _system_info(store, who, scope):
+    info = settings.system_info(store, who)
+    return lambda: (info["users"], info["namespaces"]) == (7, 2)
+
+
 def _settings_reset(store, who, scope):
     settings.reset(store, who, "default_timezone")
     return lambda: "default_timezone" not in settings.overrides(store)
 
 
 ACTIONS = {
-    "users.create": _create_user, "users.list_all": _list_all, "users.set_active": _set_active,
+    "users.create": _create_user, "users.list_all": _list_all, "users.get": _get_user,
+    "users.directory": _directory, "users.set_active": _set_active,
     "users.reset_password": _reset_password, "users.set_platform_admin": _set_platform_admin,
     "auth.unlock": _unlock, "namespaces.create": _create_namespace,
     "namespaces.list_members": _list_members, "namespaces.add_member": _add_member,
     "namespaces.remove_member": _remove_member, "audit.query": _audit_query,
     "settings.update": _settings_update, "settings.describe": _settings_describe,
-    "settings.reset": _settings_reset,
+    "settings.reset": _settings_reset, "settings.system_info": _system_info,
 }
 
 
@@ -348,3 +367,11 @@ def test_membership_in_one_namespace_grants_nothing_in_another(template) -> None
     assert can(both, Action.VIEW, "beta")
     assert not can(both, Action.RUN, "beta")
     assert not can(both, Action.MANAGE_MEMBERS, "gamma")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("action", sorted(a.value for a in Action))
+def test_can_somewhere_matches_the_own_namespace_column(template, action: str, role: str) -> None:
+    """Navigation asks "may this user do X in any namespace?": the table's own-namespace column."""
+    _, principals = template
+    assert can_somewhere(principals[role], Action(action)) is CAN_TABLE[(action, role, "own")]

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from conftest import PASSWORD, ROOT
-from core import auth, namespaces, users
+from core import auth, settings, users
 from core.config import Config
 from core.errors import WorkbenchError
 from core.migrations import MIGRATIONS
@@ -42,8 +42,6 @@ def contents(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
 @pytest.fixture
 def populated(store: Store, team) -> Store:
     """A store at the current version holding users, memberships, audit rows, attempts and a setting."""
-    from core import settings
-
     settings.update(store, team["platform_admin"], "login_max_failures", 6)
     with pytest.raises(WorkbenchError):
         auth.authenticate(store, "viewer", "wrong-password")

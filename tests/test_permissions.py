@@ -7,6 +7,7 @@ and leave the store exactly as it was.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from core import audit, auth, namespaces, settings, users
 from core.config import Config
 from core.errors import AuthenticationFailed, LockedOut, PermissionDenied
 from core.permissions import Action, can, can_somewhere, require, visible_namespaces
-from core.principal import Principal
+from core.principal import Principal, Role
 from core.settings import open_store
 from core.store import Store
 
@@ -358,9 +359,6 @@ def test_visible_namespaces(template, role: str) -> None:
 def test_membership_in_one_namespace_grants_nothing_in_another(template) -> None:
     """A namespace admin of alpha who is also a viewer of beta gets only viewer rights there."""
     _, principals = template
-    from dataclasses import replace
-    from core.principal import Role
-
     both = replace(principals["namespace_admin"], memberships={"alpha": Role.NAMESPACE_ADMIN, "beta": Role.VIEWER})
     assert can(both, Action.MANAGE_MEMBERS, "alpha")
     assert not can(both, Action.MANAGE_MEMBERS, "beta")

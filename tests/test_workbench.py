@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from conftest import PASSWORD
-from core import Workbench, audit
+from core import Workbench, audit, settings
 from core.errors import AuthenticationFailed, LockedOut, PermissionDenied
 
 
@@ -131,8 +131,6 @@ def test_open_from_environment(home: Path) -> None:
 
 def test_settings_table_separates_environment_and_override(nb_home: Path) -> None:
     environ = {"DOCETL_HOME_DIR": str(nb_home), "DOCETL_WB_BCRYPT_ROUNDS": "4", "DOCETL_WB_LOGIN_MAX_FAILURES": "9"}
-    from core import settings
-
     first = Workbench.open(environ=environ)
     settings.update(first.store, first.principal, "login_max_failures", 4)
     wb = Workbench.open(environ=environ)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import streamlit as st
@@ -113,6 +113,14 @@ def _authenticator(store: Store, username: str) -> stauth.Authenticate:
                                auto_hash=False, login_sleep_time=0)
 
 
+def _write_cookie(store: Store, username: str) -> None:
+    """Write the login cookie with streamlit-authenticator's cookie manager; core signs it (with `iat`)."""
+    days = float(store.config["cookie_expiry_days"])
+    manager = _authenticator(store, username).cookie_controller.cookie_model.cookie_manager
+    manager.set(auth.COOKIE_NAME, auth.issue_cookie(username, _cookie_key(store.config), days),
+                expires_at=datetime.now() + timedelta(days=days))
+
+
 def start() -> Ctx:
     """Resolve this run's context: restore or re-check the session, then remember it for the pages."""
     store = open_store(Config.from_env())
@@ -132,8 +140,7 @@ def start() -> Ctx:
     if st.session_state.pop("wb_delete_cookie", False):
         _authenticator(store, "").cookie_controller.delete_cookie()
     if result and st.session_state.pop("wb_set_cookie", False):
-        st.session_state["username"] = result.principal.username
-        _authenticator(store, result.principal.username).cookie_controller.set_cookie()
+        _write_cookie(store, result.principal.username)
     lang = (result.language if result and result.language else None) or st.session_state.get(
         "wb_lang", store.config["default_language"])
     ctx = Ctx(store=store, principal=result.principal if result else None, lang=lang,

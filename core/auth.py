@@ -1,8 +1,9 @@
 """Authentication: password login with temporary lockouts, first-admin bootstrap, registration,
 login cookies and their invalidation.
 
-Login cookies are the JWTs streamlit-authenticator writes (`{"username", "exp_date"}`, HS256). A cookie
-is honoured only when it was issued after the user's `sessions_valid_after`, which logout, a password
+Login cookies are HS256 JWTs with streamlit-authenticator's claims (`username`, `exp_date`) plus the
+issue time `iat`; the app writes them through streamlit-authenticator's cookie manager. A cookie is
+honoured only when it was issued after the user's `sessions_valid_after`, which logout, a password
 change, an admin reset and disabling all move to "now": that invalidates every earlier cookie.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from core.principal import Principal
 from core.store import Store, Tx
 
 COOKIE_NAME = "docetl_wb_auth"
+_CLOCK_SKEW_SECONDS = 60
 
 
 @lru_cache(maxsize=None)
@@ -53,9 +55,11 @@ def principal_for(tx: Tx, row: dict[str, Any], client: Principal | None = None) 
 
 # -- lockout ----------------------------------------------------------------------------------
 def _locked_until(tx: Tx, column: str, value: str, limit: int, config: Config, now: datetime) -> datetime | None:
-    """When `limit` failures (since the last success or unlock) fall within the window: their lock's end."""
+    """When `limit` failures (since the last unlock, or for a username its last success) fall within the
+    window: their lock's end. A success does not clear an address: one good account must not reopen it."""
+    resets = "('success', 'reset')" if column == "username" else "('reset')"
     reset = tx.scalar(f"SELECT max(attempted_at) FROM login_attempts WHERE {column} = ?"
-                      " AND outcome IN ('success', 'reset')", [value])
+                      f" AND outcome IN {resets}", [value])
     window = timedelta(minutes=int(config["login_failure_window_minutes"]))
     rows = tx.execute(f"SELECT attempted_at FROM login_attempts WHERE {column} = ? AND outcome = 'failure'"
                       " AND attempted_at > ? AND attempted_at > ? ORDER BY attempted_at DESC LIMIT ?",
@@ -203,24 +207,26 @@ def resume(store: Store, username: str, login_at: datetime, client: Principal | 
                            bool(row["must_change_password"]), row["language"], row["timezone"], login_at)
 
 
-def cookie_issued_at(token: str, key: str, expiry_days: float) -> tuple[str, datetime] | None:
-    """(username, issue time) of a valid, unexpired cookie signed with our key; else None."""
+def cookie_issued_at(token: str, key: str) -> tuple[str, datetime] | None:
+    """(username, issue time) of a valid, unexpired cookie signed with our key; else None.
+
+    The issue time is the cookie's own `iat` claim, so a cookie's validity never depends on
+    settings that changed after it was written.
+    """
     try:
         data = jwt.decode(token, key, algorithms=["HS256"])
-        username, exp = str(data["username"]), float(data["exp_date"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        username, exp, iat = str(data["username"]), float(data["exp_date"]), float(data["iat"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError):
         return None
     now = clock.utcnow()
-    issued = datetime.fromtimestamp(exp - expiry_days * 86400, tz=now.tzinfo)
-    if exp <= now.timestamp() or issued > now:
-        # an issue time in the future means the cookie was written under a longer lifetime setting
+    if exp <= now.timestamp() or iat > now.timestamp() + _CLOCK_SKEW_SECONDS:
         return None
-    return username, issued
+    return username, datetime.fromtimestamp(iat, tz=now.tzinfo)
 
 
 def resume_from_cookie(store: Store, token: str, key: str, client: Principal | None = None) -> LoginResult | None:
     """A login restored from a cookie, unless that cookie was invalidated since it was issued."""
-    parsed = cookie_issued_at(token, key, float(store.config["cookie_expiry_days"]))
+    parsed = cookie_issued_at(token, key)
     if not parsed:
         return None
     username, issued = parsed
@@ -228,9 +234,11 @@ def resume_from_cookie(store: Store, token: str, key: str, client: Principal | N
 
 
 def issue_cookie(username: str, key: str, expiry_days: float, now: datetime | None = None) -> str:
-    """The same JWT streamlit-authenticator writes (used by tests and the CLI)."""
-    exp = clock.resolve(now) + timedelta(days=expiry_days)
-    return jwt.encode({"username": username, "exp_date": exp.timestamp()}, key, algorithm="HS256")
+    """The login cookie: streamlit-authenticator's claims (`username`, `exp_date`) plus `iat`."""
+    now = clock.resolve(now)
+    exp = now + timedelta(days=expiry_days)
+    return jwt.encode({"username": username, "exp_date": exp.timestamp(), "iat": now.timestamp()}, key,
+                      algorithm="HS256")
 
 
 def cookie_key(config: Config, override: str | None = None) -> str:

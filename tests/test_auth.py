@@ -489,3 +489,27 @@ def test_authenticator_credentials_only_for_an_active_user(store: Store, team) -
     users.set_active(store, team["platform_admin"], "editor", False)
     assert auth.authenticator_credentials(store, "editor") == {"usernames": {}}
     assert auth.authenticator_credentials(store, "nobody") == {"usernames": {}}
+
+
+def test_cookie_without_issue_time_or_from_the_future_is_refused(store: Store, carol: Principal, key: str) -> None:
+    exp = (clock.utcnow() + timedelta(days=1)).timestamp()
+    bare = jwt.encode({"username": "carol", "exp_date": exp}, key, algorithm="HS256")  # no iat
+    assert auth.resume_from_cookie(store, bare, key) is None
+    future = auth.issue_cookie("carol", key, 7, now=clock.utcnow() + timedelta(hours=1))
+    assert auth.resume_from_cookie(store, future, key) is None
+
+
+def test_a_good_login_does_not_reset_an_address_throttle(store: Store, config: Config, carol: Principal) -> None:
+    """An attacker with one real account must not clear the address's failures by logging in with it."""
+    settings.update(store, Principal.operator(), "login_max_failures_per_address", 3)
+    tuned = open_store(config)
+    attacker = client("198.51.100.7")
+    for name in ("u1", "u2"):
+        with pytest.raises(AuthenticationFailed):
+            auth.authenticate(tuned, name, "guess", attacker)
+    assert auth.authenticate(tuned, "carol", PASSWORD, attacker).principal.username == "carol"
+    with pytest.raises(LockedOut):  # the third failure from the address locks it despite the success
+        auth.authenticate(tuned, "u3", "guess", attacker)
+    with pytest.raises(LockedOut):
+        auth.authenticate(tuned, "carol", PASSWORD, attacker)
+    assert auth.authenticate(tuned, "carol", PASSWORD, client("203.0.113.5")).principal.username == "carol"

@@ -38,6 +38,7 @@ from core.migrations import MIGRATIONS
 
 _LOG = logging.getLogger(__name__)
 _FOREIGN_RETRY_SECONDS = 0.02
+_OPEN_UNITS = threading.local()  # the store files this thread is inside a unit of work on
 
 
 # -- the cross-process lock ------------------------------------------------------------------------
@@ -221,12 +222,18 @@ class Store:
     # -- units of work ---------------------------------------------------------------------
     @contextmanager
     def _unit(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        open_here: set[Path] = _OPEN_UNITS.__dict__.setdefault("paths", set())
+        if self.path in open_here:
+            # it would wait for itself until the timeout and then blame "another process"
+            raise RuntimeError(f"a unit of work on {self.path} is already open in this thread;"
+                               " pass its Tx along instead of opening another one")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout
         try:
             held = self._lock.acquire(self.timeout)
         except _LockTimeout:
             raise StoreBusy(seconds=self.timeout, path=str(self.path)) from None
+        open_here.add(self.path)
         try:
             engine, conn, alias = self._attach(deadline)
             try:
@@ -241,6 +248,7 @@ class Store:
             finally:
                 self._detach(engine, conn, alias)
         finally:
+            open_here.discard(self.path)
             _FairLock.release(held)
 
     def _attach(self, deadline: float) -> tuple[duckdb.DuckDBPyConnection, duckdb.DuckDBPyConnection, str]:

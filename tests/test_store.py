@@ -287,3 +287,40 @@ def test_store_busy_is_a_clear_error_naming_the_file_and_what_to_do(tmp_path: Pa
     assert str(waiter.path) in error.message("zh_CN") and "繁忙" in error.message("zh_CN")
     # the holder's transaction was not disturbed, and the store works again
     assert waiter.execute("SELECT key FROM settings") == [{"key": "held"}]
+
+
+def test_a_nested_unit_in_the_same_thread_fails_at_once_instead_of_waiting_for_itself(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.execute_write("INSERT INTO items VALUES (1, 'outer', NULL)")
+        with pytest.raises(RuntimeError, match="already open in this thread"):
+            store.execute("SELECT 1")
+        with pytest.raises(RuntimeError, match="pass its Tx"):
+            with Store(store.config).read():
+                pass
+    assert names(store) == ["outer"]  # the outer unit went on and committed
+    assert store.execute("SELECT count(*) AS n FROM items") == [{"n": 1}]  # and nothing stayed marked open
+
+
+def test_stores_of_different_homes_work_in_parallel_threads(tmp_path: Path) -> None:
+    stores = [make_store(tmp_path / f"home{n}") for n in range(2)]
+    for s in stores:
+        s.execute_write("CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, note VARCHAR)")
+    errors: list[BaseException] = []
+
+    def work(s: Store, t: int) -> None:
+        try:
+            for i in range(20):
+                with s.transaction() as tx:
+                    tx.execute_write("INSERT INTO items VALUES (?, ?, NULL)", [t * 100 + i, str(s.path)])
+                s.execute("SELECT count(*) FROM items")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s, t)) for s in stores for t in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    for s in stores:  # each home got exactly its own 40 rows
+        assert s.execute("SELECT name, count(*) AS n FROM items GROUP BY name") == [{"name": str(s.path), "n": 40}]

@@ -68,8 +68,9 @@ def query(store: Store, principal: Principal, *, since: datetime | None = None, 
             where.append(f"{column} {op} ?")
             params.append(value)
     if action:
-        where.append("action LIKE ?")
-        params.append(action.replace("*", "%"))
+        where.append("action LIKE ? ESCAPE '\\'")
+        literal = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params.append(literal.replace("*", "%"))
     if not 0 < limit <= 100_000:
         raise ValidationError("error.limit", value=limit, max=100_000)
     sql = (f"SELECT {', '.join(COLUMNS)} FROM audit_logs WHERE {' AND '.join(where)}"

@@ -54,10 +54,10 @@ def create(store: Store, principal: Principal, name: str, description: str = "",
     with store.transaction() as tx:
         if tx.one("SELECT 1 FROM namespaces WHERE name = ?", [name]):
             raise ValidationError("namespace.error.exists", name=name)
-        for sub in NAMESPACE_SUBDIRS:
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         tx.execute_write("INSERT INTO namespaces (id, name, description, created_at, created_by) VALUES (?,?,?,?,?)",
                          [uuid.uuid4().hex, name, description or "", clock.resolve(now), principal.username])
+        for sub in NAMESPACE_SUBDIRS:  # a folder that cannot be made rolls the row back
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         audit.record(tx, principal, "namespace.create", resource_type="namespace", resource_id=name,
                      namespace=name, now=now)
         return _get(tx, name)

@@ -39,9 +39,18 @@ def open_store(config: Config) -> Store:
 
 
 def overrides(store: Store) -> dict[str, Any]:
-    rows = store.execute("SELECT key, value FROM settings")
-    return {r["key"]: SETTINGS_BY_KEY[r["key"]].parse(json.loads(r["value"]))
-            for r in rows if r["key"] in SETTINGS_BY_KEY and SETTINGS_BY_KEY[r["key"]].admin}
+    """Valid stored overrides; one that no longer parses is ignored (and shown for repair on the System
+    page) rather than locking everyone out of every entry point."""
+    found = {}
+    for row in store.execute("SELECT key, value FROM settings"):
+        setting = SETTINGS_BY_KEY.get(row["key"])
+        if setting is None or not setting.admin:
+            continue
+        try:
+            found[row["key"]] = setting.parse(json.loads(row["value"]))
+        except (ValidationError, ValueError):
+            continue
+    return found
 
 
 def describe(store: Store, principal: Principal, base: Config) -> list[dict[str, Any]]:

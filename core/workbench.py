@@ -13,15 +13,28 @@ import polars as pl
 
 from core import audit, auth, namespaces, settings, users
 from core.config import Config
+from core.errors import WorkbenchError
 from core.principal import Principal
 from core.store import Store
 
 
 class Workbench:
-    def __init__(self, store: Store, principal: Principal, base: Config | None = None) -> None:
+    def __init__(self, store: Store, principal: Principal, base: Config | None = None,
+                 login_at: datetime | None = None) -> None:
         self.store = store
-        self.principal = principal
+        self._principal = principal
+        self._login_at = login_at  # set for a user's session: re-checked on every call
         self.base = base or store.config  # the environment's settings, before admin overrides
+
+    @property
+    def principal(self) -> Principal:
+        """The acting user with their current memberships; a disabled or logged-out user is refused."""
+        if self._login_at is None:
+            return self._principal
+        result = auth.resume(self.store, self._principal.username, self._login_at)
+        if result is None:
+            raise WorkbenchError("auth.error.session_ended")
+        return result.principal
 
     @classmethod
     def open(cls, home: str | Path | None = None, environ: Mapping[str, str] | None = None) -> "Workbench":
@@ -35,10 +48,11 @@ class Workbench:
         """Act as a user with that user's permissions (same lockout rules as the login page)."""
         base = _config(home, environ)
         store = settings.open_store(base)
-        return cls(store, auth.authenticate(store, username, password).principal, base)
+        result = auth.authenticate(store, username, password)
+        return cls(store, result.principal, base, result.login_at)
 
     def __repr__(self) -> str:
-        return f"Workbench(user={self.principal.username!r}, home={str(self.store.config.home)!r})"
+        return f"Workbench(user={self._principal.username!r}, home={str(self.store.config.home)!r})"
 
     # -- identity --------------------------------------------------------------------------------
     def users(self) -> pl.DataFrame:

@@ -206,3 +206,12 @@ def test_recorded_details_are_scrubbed(store: Store, admin: Principal) -> None:
     text = json.dumps(store.execute("SELECT * FROM audit_logs"), default=str)
     assert "sk-live-123456" not in text and "Bearer xyz" not in text
     assert json.loads(audit.query(store, admin, action="settings.llm")[0]["detail"])["provider"] == "openai"
+
+
+def test_action_filter_treats_underscore_and_percent_literally(store, admin) -> None:
+    with store.transaction() as tx:
+        for action in ("user.reset_password", "user.resetXpassword", "user.reset%password"):
+            audit.record(tx, admin, action)
+    assert [r["action"] for r in audit.query(store, admin, action="user.reset_password")] == ["user.reset_password"]
+    assert [r["action"] for r in audit.query(store, admin, action="user.reset%password")] == ["user.reset%password"]
+    assert len(audit.query(store, admin, action="user.reset*")) == 3

@@ -158,3 +158,13 @@ def test_system_info_for_admins(store: Store, team) -> None:
     assert info["store_path"] == str(store.path) and info["store_bytes"] > 0
     with pytest.raises(PermissionDenied):
         settings.system_info(store, team["nsadmin"])
+
+
+def test_a_stored_override_that_no_longer_parses_is_ignored(store: Store, config: Config) -> None:
+    """A broken row must not lock everyone out: the environment/default applies until an admin fixes it."""
+    with store.transaction() as tx:
+        tx.execute_write("INSERT INTO settings (key, value) VALUES ('login_max_failures', '\"lots\"')")
+        tx.execute_write("INSERT INTO settings (key, value) VALUES ('password_min_length', '12')")
+    tuned = open_store(config)
+    assert tuned.config["login_max_failures"] == 5
+    assert tuned.config["password_min_length"] == 12

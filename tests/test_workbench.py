@@ -137,3 +137,19 @@ def test_settings_table_separates_environment_and_override(nb_home: Path) -> Non
     row = wb.settings().filter(pl.col("key") == "login_max_failures").to_dicts()[0]
     assert (row["default"], row["environment"], row["override"], row["effective"]) == ("5", "9", "4", "4")
     assert wb.store.config["login_max_failures"] == 4
+
+
+def test_a_notebook_session_follows_changes_made_elsewhere(wb: Workbench, nb_home: Path) -> None:
+    """Rights are re-checked on every call: a revoked membership or a disabled account applies at once."""
+    from core.errors import WorkbenchError
+
+    nina = Workbench.login("nina", PASSWORD, home=nb_home)
+    assert "alpha" in nina.namespaces()["name"].to_list()
+    wb.remove_member("alpha", "nina")
+    assert nina.namespaces().is_empty()
+    with pytest.raises(PermissionDenied):
+        nina.members("alpha")
+    wb.disable_user("nina")
+    with pytest.raises(WorkbenchError) as ended:
+        nina.namespaces()
+    assert ended.value.key == "auth.error.session_ended"

@@ -38,7 +38,7 @@ with st.expander(T("users.create"), expanded=False), st.form("create_user", clea
     if st.form_submit_button(T("users.create"), type="primary"):
         temporary = not password
         try:
-            users.create(ctx.store, ctx.principal, username, password or (password := users.temporary_password()),
+            users.create(ctx.store, ctx.principal, username, password or (password := users.temporary_password(ctx.config["password_min_length"])),
                          email=email or None, display_name=display or None, is_platform_admin=is_admin,
                          must_change_password=temporary)
             if temporary:

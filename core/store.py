@@ -9,8 +9,8 @@ in `StoreBusy`. Verb families follow Datasette: `execute` reads, `execute_write`
 Two measured choices keep a unit short (`benchmarks/store.py`):
 - Opening DuckDB costs ~13 ms of CPU building its built-in catalog, whatever the file. Each process
   therefore starts one in-memory DuckDB instance once and, per unit, only ATTACHes the file to it
-  (~1 ms) and DETACHes it afterwards, which releases DuckDB's own lock on the file. The lock is held
-  ~3 ms for a page's reads instead of ~25 ms.
+  (~1.5 ms) and DETACHes it afterwards (~0.5 ms, a few ms after writes), which releases DuckDB's own
+  lock on the file. The benchmark's page render holds the lock ~8 ms instead of ~26 ms.
 - The lock is fair. It is exclusive for readers and writers alike, so a writer never starves behind a
   stream of readers; and a process that just released it cannot take it again while another waits
   (a polling lock let one busy process win over and over: p99 of 0.6-1 s with three processes).

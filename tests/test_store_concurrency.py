@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -122,8 +124,11 @@ def crasher(home: str, inside: Any) -> None:
 
 # -- helpers ------------------------------------------------------------------------------------------
 @pytest.fixture
-def spawn() -> Iterator[Any]:
+def spawn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Start child processes; any still alive at the end of the test is killed (by its own pid)."""
+    # 'spawn' re-imports the parent's __main__ in each child; after an AppTest ran in this process that
+    # is app/Home.py, which a child cannot (and must not) run. The children need only this module.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     started: list[mp.process.BaseProcess] = []
 
     def start(target: Any, *args: Any) -> mp.process.BaseProcess:

@@ -29,6 +29,12 @@ class StoreBusy(WorkbenchError):
     key = "error.store_busy"
 
 
+class QueryTimeout(WorkbenchError):
+    """A query ran past its time limit and was interrupted."""
+
+    key = "error.query_timeout"
+
+
 class PermissionDenied(WorkbenchError):
     key = "error.permission_denied"
 

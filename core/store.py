@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 import duckdb
 
 from core.config import Config
-from core.errors import StoreBusy, WorkbenchError
+from core.errors import QueryTimeout, StoreBusy, WorkbenchError
 from core.migrations import MIGRATIONS
 
 _LOG = logging.getLogger(__name__)
@@ -187,12 +187,23 @@ class Tx:
     def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
-        cur = self.conn.execute(sql, params or [])
-        if cur.description is None:
-            return []
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+    def execute(self, sql: str, params: Sequence[Any] | dict | None = None,
+                timeout: float | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts; with `timeout` (seconds) a query that runs longer is interrupted (QueryTimeout)."""
+        timer = threading.Timer(timeout, self.conn.interrupt) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            cur = self.conn.execute(sql, params or [])
+            if cur.description is None:
+                return []
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+        except duckdb.InterruptException:
+            raise QueryTimeout(seconds=timeout) from None
+        finally:
+            if timer:
+                timer.cancel()
 
     def one(self, sql: str, params: Sequence[Any] | dict | None = None) -> dict[str, Any] | None:
         rows = self.execute(sql, params)
@@ -307,9 +318,10 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
-    def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
+    def execute(self, sql: str, params: Sequence[Any] | dict | None = None,
+                timeout: float | None = None) -> list[dict[str, Any]]:
         with self.read() as tx:
-            return tx.execute(sql, params)
+            return tx.execute(sql, params, timeout=timeout)
 
     def execute_write(self, sql: str, params: Sequence[Any] | dict | None = None) -> int:
         with self.transaction() as tx:

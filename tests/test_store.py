@@ -324,3 +324,13 @@ def test_stores_of_different_homes_work_in_parallel_threads(tmp_path: Path) -> N
     assert errors == []
     for s in stores:  # each home got exactly its own 40 rows
         assert s.execute("SELECT name, count(*) AS n FROM items GROUP BY name") == [{"name": str(s.path), "n": 40}]
+
+
+def test_a_query_past_its_time_limit_is_interrupted_and_the_store_stays_usable(store: Store) -> None:
+    from core.errors import QueryTimeout
+
+    endless = "SELECT count(*) AS n FROM range(1000000000000) a"
+    with pytest.raises(QueryTimeout) as caught:
+        store.execute(endless, timeout=0.2)
+    assert "0.2" in str(caught.value) and "LIMIT" in str(caught.value)
+    assert store.execute("SELECT 41 + 1 AS n", timeout=5)[0]["n"] == 42

@@ -137,10 +137,12 @@ def start() -> Ctx:
             result = auth.resume_from_cookie(store, token, _cookie_key(store.config), who)
             if result:
                 _remember(result)
-    if st.session_state.pop("wb_delete_cookie", False):
+    if st.session_state.get("wb_delete_cookie"):
         _authenticator(store, "").cookie_controller.delete_cookie()
-    if result and st.session_state.pop("wb_set_cookie", False):
+        _cookie_done("wb_delete_cookie", "delete")
+    elif result and st.session_state.get("wb_set_cookie"):
         _write_cookie(store, result.principal.username)
+        _cookie_done("wb_set_cookie", "set")
     lang = (result.language if result and result.language else None) or st.session_state.get(
         "wb_lang", store.config["default_language"])
     ctx = Ctx(store=store, principal=result.principal if result else None, lang=lang,
@@ -151,9 +153,20 @@ def start() -> Ctx:
     return ctx
 
 
+def _cookie_done(pending: str, component_key: str) -> None:
+    """The cookie manager writes or deletes the cookie from a browser component that acts only once its
+    frame has loaded; a rerun before that (its own cookie read triggers one) unmounts it and the write or
+    delete is lost. So a pending one is rendered on every run until the browser confirms it (the
+    component's value, under its key, turns True); then one more run takes its empty frame off the page."""
+    if st.session_state.get(component_key) is True:
+        st.session_state.pop(pending, None)
+        st.rerun()
+
+
 def sign_in(result: auth.LoginResult) -> None:
-    """After core accepted the password: remember the session and write the cookie on the next run."""
+    """After core accepted the password: remember the session and write the cookie on the next runs."""
     _remember(result)
+    st.session_state.pop("wb_delete_cookie", None)
     st.session_state["wb_set_cookie"] = True
     st.session_state["logout"] = False
 

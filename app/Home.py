@@ -5,11 +5,11 @@ import streamlit as st
 
 import shell
 from core import auth, users
+from core.errors import WorkbenchError
 from core.permissions import Action, can, can_somewhere
 from shell import T
 
 st.set_page_config(page_title="DocETL Workbench", page_icon=":material/account_tree:", layout="wide")
-ctx = shell.start()
 
 
 def pages_for(ctx: shell.Ctx) -> dict[str, list]:
@@ -57,13 +57,21 @@ def sidebar(ctx: shell.Ctx) -> None:
     side.button(T("shell.logout"), key="wb_logout", on_click=shell.sign_out, icon=":material/logout:")
 
 
-if ctx.principal is None:
-    first = auth.needs_bootstrap(ctx.store)
-    page = st.Page("pages/bootstrap.py" if first else "pages/login.py", title=T("nav.login"),
-                   url_path="welcome" if first else "signin", default=True)
-    nav = st.navigation([page], position="hidden")
-else:
-    st.session_state["_wb_nav"] = pages_for(ctx)
-    nav = st.navigation(st.session_state["_wb_nav"])
-    sidebar(ctx)
-shell.run(nav)
+def route() -> None:
+    ctx = shell.start()
+    if ctx.principal is None:
+        first = auth.needs_bootstrap(ctx.store)
+        page = st.Page("pages/bootstrap.py" if first else "pages/login.py", title=T("nav.login"),
+                       url_path="welcome" if first else "signin", default=True)
+        nav = st.navigation([page], position="hidden")
+    else:
+        st.session_state["_wb_nav"] = pages_for(ctx)
+        nav = st.navigation(st.session_state["_wb_nav"])
+        sidebar(ctx)
+    shell.run(nav)
+
+
+try:
+    route()
+except WorkbenchError as exc:  # e.g. "metadata store busy": say so in words, never a traceback
+    shell.show_error(exc)

@@ -23,6 +23,7 @@ from core.store import Store
 
 _CTX = "_wb_ctx"
 _LIVE = "_wb_live"  # set only while Home.py routes this run
+_COOKIE_SET, _COOKIE_DELETE = "wb_cookie_set", "wb_cookie_delete"  # component keys no page may reuse
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,16 @@ def _authenticator(store: Store, username: str) -> stauth.Authenticate:
                                auto_hash=False, login_sleep_time=0)
 
 
+def _cookie_manager(store: Store, username: str) -> Any:
+    """streamlit-authenticator's cookie manager (a browser component), built over the store's credentials."""
+    return _authenticator(store, username).cookie_controller.cookie_model.cookie_manager
+
+
 def _write_cookie(store: Store, username: str) -> None:
     """Write the login cookie with streamlit-authenticator's cookie manager; core signs it (with `iat`)."""
     days = float(store.config["cookie_expiry_days"])
-    manager = _authenticator(store, username).cookie_controller.cookie_model.cookie_manager
-    manager.set(auth.COOKIE_NAME, auth.issue_cookie(username, _cookie_key(store.config), days),
+    manager = _cookie_manager(store, username)
+    manager.set(auth.COOKIE_NAME, auth.issue_cookie(username, _cookie_key(store.config), days), key=_COOKIE_SET,
                 expires_at=datetime.now() + timedelta(days=days))
 
 
@@ -138,11 +144,14 @@ def start() -> Ctx:
             if result:
                 _remember(result)
     if st.session_state.get("wb_delete_cookie"):
-        _authenticator(store, "").cookie_controller.delete_cookie()
-        _cookie_done("wb_delete_cookie", "delete")
+        try:
+            _cookie_manager(store, "").delete(auth.COOKIE_NAME, key=_COOKIE_DELETE)
+        except KeyError:  # rendered the delete; the manager's own copy of the cookies just lacked it
+            pass
+        _cookie_done("wb_delete_cookie", _COOKIE_DELETE)
     elif result and st.session_state.get("wb_set_cookie"):
         _write_cookie(store, result.principal.username)
-        _cookie_done("wb_set_cookie", "set")
+        _cookie_done("wb_set_cookie", _COOKIE_SET)
     lang = (result.language if result and result.language else None) or st.session_state.get(
         "wb_lang", store.config["default_language"])
     ctx = Ctx(store=store, principal=result.principal if result else None, lang=lang,
@@ -186,10 +195,14 @@ def _forget() -> None:
 def sign_out() -> None:
     """Logout button callback: end every session of this user (core); the cookie goes on this run."""
     ctx = st.session_state.get(_CTX)
-    if ctx and ctx.principal:
-        auth.logout(ctx.store, ctx.principal)
-    _forget()
-    st.session_state.update(logout=True, wb_delete_cookie=True)
+    try:
+        if ctx and ctx.principal:
+            auth.logout(ctx.store, ctx.principal)
+    except WorkbenchError as exc:  # this browser is signed out anyway; other sessions may outlive it
+        st.session_state["wb_logout_error"] = exc.message(ctx.lang)
+    finally:
+        _forget()
+        st.session_state.update(logout=True, wb_delete_cookie=True)
 
 
 def refresh_session(epoch: datetime) -> None:

@@ -8,6 +8,7 @@ change, an admin reset and disabling all move to "now": that invalidates every e
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -92,42 +93,58 @@ def _lock_of(tx: Tx, config: Config, username: str, ip: str | None, now: datetim
 
 def authenticate(store: Store, username: str, password: str, client: Principal | None = None,
                  now: datetime | None = None) -> LoginResult:
-    """Check a password; record the attempt and audit it; lock after repeated failures."""
+    """Check a password; record the attempt and audit it; lock after repeated failures.
+
+    bcrypt (~250 ms at cost 12) runs between two short units of work, never while holding the store
+    lock, so a burst of logins cannot make the store busy for the service and notebooks.
+    """
     now = clock.resolve(now)
     client = client or Principal.anonymous()
     name = (username or "").strip().lower()[:128]
     config = store.config
+    with store.read() as tx:
+        row = users.get_row(tx, name)
+        ident = name if row else _unknown(name)  # what was typed may be a password: never store it raw
+        locked = _lock_of(tx, config, ident, client.ip, now)
+    ok = False
+    if not locked:
+        checked_hash = row["password_hash"] if row else _dummy_hash(int(config["bcrypt_rounds"]))
+        ok = users.check_password(password, checked_hash) and row is not None
+    actor = Principal(user_id=None, username=ident, ip=client.ip, user_agent=client.user_agent,
+                      request_id=client.request_id)
     with store.transaction() as tx:
-        locked = _lock_of(tx, config, name, client.ip, now)
-        actor = Principal(user_id=None, username=name, ip=client.ip, user_agent=client.user_agent,
-                          request_id=client.request_id)
+        locked = locked or _lock_of(tx, config, ident, client.ip, now)
+        current = users.get_row(tx, name) if ok else None
+        ok = bool(ok and current and current["password_hash"] == row["password_hash"])  # not changed meanwhile
         if locked:
-            _attempt(tx, name, client.ip, "locked", now)
-            audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=name, success=False,
+            _attempt(tx, ident, client.ip, "locked", now)
+            audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=ident, success=False,
                          detail={"reason": "locked", "locked_until": locked.isoformat()}, now=now)
             error: Exception = LockedOut(until=locked, minutes=_minutes_left(locked, now))
+        elif ok and current["active"]:
+            _attempt(tx, name, client.ip, "success", now)
+            tx.execute_write("UPDATE users SET last_login_at = ? WHERE id = ?", [now, current["id"]])
+            principal = principal_for(tx, current, client)
+            audit.record(tx, principal, "auth.login", resource_type="user", resource_id=name, now=now)
+            return LoginResult(principal, current["display_name"] or name, bool(current["must_change_password"]),
+                               current["language"], current["timezone"], now)
         else:
-            row = users.get_row(tx, name)
-            checked_hash = row["password_hash"] if row else _dummy_hash(int(config["bcrypt_rounds"]))
-            ok = users.check_password(password, checked_hash) and row is not None
-            if ok and row["active"]:
-                _attempt(tx, name, client.ip, "success", now)
-                tx.execute_write("UPDATE users SET last_login_at = ? WHERE id = ?", [now, row["id"]])
-                principal = principal_for(tx, row, client)
-                audit.record(tx, principal, "auth.login", resource_type="user", resource_id=name, now=now)
-                return LoginResult(principal, row["display_name"] or name, bool(row["must_change_password"]),
-                                   row["language"], row["timezone"], now)
             reason = "disabled" if ok else ("unknown_user" if row is None else "bad_password")
-            _attempt(tx, name, client.ip, "failure", now)
-            audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=name, success=False,
+            _attempt(tx, ident, client.ip, "failure", now)
+            audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=ident, success=False,
                          detail={"reason": reason}, now=now)
-            locked = _lock_of(tx, config, name, client.ip, now)
+            locked = _lock_of(tx, config, ident, client.ip, now)
             error = AuthenticationFailed()
             if locked:
-                audit.record(tx, actor, "auth.lockout", resource_type="user", resource_id=name, success=False,
+                audit.record(tx, actor, "auth.lockout", resource_type="user", resource_id=ident, success=False,
                              detail={"locked_until": locked.isoformat()}, now=now)
                 error = LockedOut(until=locked, minutes=_minutes_left(locked, now))
     raise error  # raised after commit so the attempt and its audit rows are kept
+
+
+def _unknown(name: str) -> str:
+    """A stable stand-in for a username that does not exist (counted for lockout like a real one)."""
+    return "unknown:" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
 
 
 def _attempt(tx: Tx, username: str, ip: str | None, outcome: str, now: datetime) -> None:

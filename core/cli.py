@@ -14,7 +14,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import duckdb
 
-from core import audit, auth, namespaces, users
+from core import audit, auth, namespaces, settings, users
 from core.config import Config
 from core.errors import WorkbenchError
 from core.principal import Principal
@@ -119,6 +119,21 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+def cmd_settings_list(store: Store, who: Principal, args: argparse.Namespace) -> Any:
+    return [{"key": r["key"], "effective": r["effective"], "override": r["override"], "env": r["env"]}
+            for r in settings.describe(store, who, store.config)]
+
+
+def cmd_settings_set(store: Store, who: Principal, args: argparse.Namespace) -> Any:
+    return f"{args.key} = {settings.update(store, who, args.key, args.value)}"
+
+
+def cmd_settings_reset(store: Store, who: Principal, args: argparse.Namespace) -> Any:
+    """The way back from an override that locked people out: the environment or default applies again."""
+    settings.reset(store, who, args.key)
+    return f"{args.key} reset"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m core", description="DocETL Workbench command line")
     parser.add_argument("--user", dest="acting_user", help="act as this user (password from DOCETL_WB_PASSWORD)")
@@ -163,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor")
     p.add_argument("--namespace")
     p.add_argument("--limit", type=int, default=100_000)
+    conf = sub.add_parser("settings", help="admin settings").add_subparsers(dest="action", required=True)
+    add(conf, "list", cmd_settings_list)
+    p = add(conf, "set", cmd_settings_set)
+    p.add_argument("key")
+    p.add_argument("value")
+    add(conf, "reset", cmd_settings_reset).add_argument("key")
     return parser
 
 

@@ -30,6 +30,7 @@ class Setting:
     admin: bool = True
     choices: tuple[Any, ...] = ()
     check: Callable[[Any], Any] | None = None  # raises ValidationError for a bad value
+    bounds: tuple[float, float] | None = None  # inclusive range for numbers: out of it would break logins
 
     @property
     def env(self) -> str:
@@ -50,6 +51,9 @@ class Setting:
             raise ValidationError("error.setting_choice", key=self.key, value=str(raw), choices=", ".join(map(str, self.choices)))
         if self.type in (int, float) and value < 0:
             raise ValidationError("error.setting_negative", key=self.key, value=str(raw))
+        if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
+            low, high = (f"{b:g}" for b in self.bounds)
+            raise ValidationError("error.setting_range", key=self.key, value=str(raw), min=low, max=high)
         if self.check:
             self.check(value)
         return value
@@ -57,19 +61,23 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("store_lock_timeout_seconds", float, 10.0,
-            "Longest wait for the metadata store lock before a 'metadata store busy' error.", admin=False),
-    Setting("login_max_failures", int, 5, "Failed logins for one username within the window that lock it."),
-    Setting("login_failure_window_minutes", int, 15, "Window in which failed logins are counted."),
-    Setting("login_lockout_minutes", int, 15, "How long a locked username (or client address) stays locked."),
+            "Longest wait for the metadata store lock before a 'metadata store busy' error.", admin=False,
+            bounds=(0.1, 600)),
+    Setting("login_max_failures", int, 5, "Failed logins for one username within the window that lock it.",
+            bounds=(0, 1000)),
+    Setting("login_failure_window_minutes", int, 15, "Window in which failed logins are counted.", bounds=(1, 10080)),
+    Setting("login_lockout_minutes", int, 15, "How long a locked username (or client address) stays locked.",
+            bounds=(1, 10080)),
     Setting("login_max_failures_per_address", int, 20,
-            "Failed logins from one client address within the window that throttle that address."),
+            "Failed logins from one client address within the window that throttle that address.", bounds=(0, 100000)),
     Setting("allow_registration", bool, False, "Let people register an account themselves (it gets no namespace)."),
     Setting("default_language", str, "zh_CN", "Language for users who have not chosen one.", choices=("zh_CN", "en")),
     Setting("default_timezone", str, "Asia/Shanghai", "IANA timezone for users who have not chosen one.",
             check=zone),
-    Setting("cookie_expiry_days", float, 7.0, "Days a login cookie stays valid."),
-    Setting("password_min_length", int, 8, "Shortest password accepted."),
-    Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False),
+    Setting("cookie_expiry_days", float, 7.0, "Days a login cookie stays valid.", bounds=(0.01, 365)),
+    Setting("password_min_length", int, 8, "Shortest password accepted.", bounds=(1, 64)),
+    Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False,
+            bounds=(4, 16)),
 )
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PASSWORD, ROOT
+from core import auth
 
 ADMIN_PW = "admin-password-1"
 
@@ -170,7 +171,7 @@ def test_user_flag_needs_the_password_in_the_environment(ready: Path) -> None:
     one_error(run(ready, "--user", "vic", "namespace", "list", password="not-it"), "wrong username or password")
     one_error(run(ready, "--user", "nobody", "namespace", "list", password="not-it"), "wrong username or password")
     failures = [r for r in audit_rows(ready) if r["action"] == "auth.login_failed"]
-    assert {r["resource_id"] for r in failures} == {"vic", "nobody"}
+    assert {r["resource_id"] for r in failures} == {"vic", auth._unknown("nobody")}
 
 
 def test_unlock(ready: Path) -> None:

@@ -14,6 +14,8 @@ left.title(T("login.title"))
 left.caption(T("login.subtitle"))
 if shell.language_picker(ctx, right):
     st.rerun()
+if problem := st.session_state.pop("wb_logout_error", None):
+    st.warning(problem)
 
 with st.form("login_form"):
     username = st.text_input(T("login.username"), key="login_username", autocomplete="username")

@@ -201,3 +201,21 @@ def test_bad_setting_in_environment_is_one_line(home: Path) -> None:
                                  "DOCETL_HOME_DIR": str(home), "DOCETL_WB_LOGIN_MAX_FAILURES": "lots"},
                             timeout=120)
     one_error(result, "login_max_failures", "lots")
+
+
+def test_settings_set_and_reset_from_the_command_line(tmp_path: Path) -> None:
+    """The way back when an override went wrong: the operator resets it without the app."""
+    env = {**os.environ, "DOCETL_HOME_DIR": str(tmp_path), "DOCETL_WB_BCRYPT_ROUNDS": "4"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    assert cli("settings", "set", "login_max_failures", "3").returncode == 0
+    listed = json.loads(cli("settings", "list", "--json").stdout)
+    assert {r["key"]: r["effective"] for r in listed}["login_max_failures"] == 3
+    bad = cli("settings", "set", "login_failure_window_minutes", "1000000000000")
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+    assert cli("settings", "reset", "login_max_failures").returncode == 0
+    listed = json.loads(cli("settings", "list", "--json").stdout)
+    assert {r["key"]: r["effective"] for r in listed}["login_max_failures"] == 5

@@ -168,3 +168,14 @@ def test_a_stored_override_that_no_longer_parses_is_ignored(store: Store, config
     tuned = open_store(config)
     assert tuned.config["login_max_failures"] == 5
     assert tuned.config["password_min_length"] == 12
+
+
+@pytest.mark.parametrize("key, value", [("login_failure_window_minutes", 10**12), ("cookie_expiry_days", 0),
+                                        ("cookie_expiry_days", 3_000_000), ("password_min_length", 100),
+                                        ("login_lockout_minutes", 0)])
+def test_values_that_would_lock_everyone_out_are_refused(store: Store, admin: Principal, key: str, value) -> None:
+    with pytest.raises(ValidationError) as caught:
+        settings.update(store, admin, key, value)
+    assert caught.value.key == "error.setting_range"
+    assert key in str(caught.value) and "range" in str(caught.value)
+    assert settings.overrides(store) == {}

@@ -154,3 +154,30 @@ def test_must_change_password_allows_only_the_account_page(store, admin, team):
     assert not at.exception
     assert {"(default)", "me"} <= _nav_paths(at)
     assert auth.authenticate(store, "editor", "brand-new-pass-1").principal.username == "editor"
+
+
+def test_a_busy_store_is_said_in_words_not_a_traceback(store, admin, monkeypatch):
+    """Another process holds the store: the page says 'metadata store busy' and what to do."""
+    import threading
+
+    at = login(new_app(), "admin", PASSWORD)
+    monkeypatch.setenv("DOCETL_WB_STORE_LOCK_TIMEOUT_SECONDS", "0.3")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        holding.wait(10)
+        at.run()
+    finally:
+        release.set()
+        holder.join()
+    assert not at.exception
+    assert ZH["error.store_busy"].split("：")[0] in texts(at)
+    at.run()  # once the store is free again the page is back
+    assert ZH["overview.title"].format(name="admin") in texts(at)

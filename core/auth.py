@@ -176,10 +176,12 @@ def create_first_admin(store: Store, username: str, password: str, *, email: str
                        display_name: str | None = None, client: Principal | None = None,
                        now: datetime | None = None) -> dict[str, Any]:
     """Only while no user exists (checked inside the transaction, so two racing browsers get one admin)."""
+    users.normalize_username(username)
+    hashed = users.new_password_hash(password, store.config)  # before the lock: bcrypt is slow
     with store.transaction() as tx:
         if tx.scalar("SELECT count(*) FROM users"):
             raise ValidationError("auth.error.already_bootstrapped")
-        user = users.insert(tx, store.config, username, password, email=email, display_name=display_name,
+        user = users.insert(tx, username, hashed, email=email, display_name=display_name,
                             is_platform_admin=True, now=now)
         actor = _as_new_user(user, client, is_platform_admin=True)
         audit.record(tx, actor, "user.bootstrap_admin", resource_type="user", resource_id=user["username"], now=now)
@@ -192,8 +194,10 @@ def register(store: Store, username: str, password: str, *, email: str | None = 
     """Self-registration, when an admin has allowed it; the new user belongs to no namespace."""
     if not store.config["allow_registration"]:
         raise ValidationError("auth.error.registration_closed")
+    users.normalize_username(username)
+    hashed = users.new_password_hash(password, store.config)  # before the lock: bcrypt is slow
     with store.transaction() as tx:
-        user = users.insert(tx, store.config, username, password, email=email, display_name=display_name, now=now)
+        user = users.insert(tx, username, hashed, email=email, display_name=display_name, now=now)
         actor = _as_new_user(user, client)
         audit.record(tx, actor, "user.register", resource_type="user", resource_id=user["username"], now=now)
     return user

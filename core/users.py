@@ -84,12 +84,18 @@ def count(store: Store) -> int:
     return int(store.execute("SELECT count(*) AS n FROM users")[0]["n"])
 
 
-def insert(tx: Tx, config: Config, username: str, password: str, *, email: str | None = None,
+def new_password_hash(password: str, config: Config) -> str:
+    """Validate and hash a new password. Call it before opening a transaction: bcrypt takes ~250 ms at
+    cost 12 and must not hold the store lock that every process shares."""
+    validate_password(password, config)
+    return hash_password(password, config)
+
+
+def insert(tx: Tx, username: str, password_hash: str, *, email: str | None = None,
            display_name: str | None = None, is_platform_admin: bool = False,
            must_change_password: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """Insert a user in the caller's transaction after validating every field."""
     name = normalize_username(username)
-    validate_password(password, config)
     _validate_profile(email, None, None)
     if get_row(tx, name):
         raise ValidationError("user.error.exists", name=name)
@@ -98,7 +104,7 @@ def insert(tx: Tx, config: Config, username: str, password: str, *, email: str |
         "INSERT INTO users (id, username, email, display_name, password_hash, is_platform_admin,"
         " must_change_password, sessions_valid_after, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
         [uuid.uuid4().hex, name, email or None, (display_name or "").strip() or name,
-         hash_password(password, config), is_platform_admin, must_change_password, now, now, now])
+         password_hash, is_platform_admin, must_change_password, now, now, now])
     return _public(get_row(tx, name))
 
 
@@ -107,8 +113,10 @@ def create(store: Store, principal: Principal, username: str, password: str, *, 
            must_change_password: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """An admin creates an account."""
     require(principal, Action.MANAGE_USERS)
+    normalize_username(username)  # say what is wrong with the name before spending time on the hash
+    hashed = new_password_hash(password, store.config)
     with store.transaction() as tx:
-        user = insert(tx, store.config, username, password, email=email, display_name=display_name,
+        user = insert(tx, username, hashed, email=email, display_name=display_name,
                       is_platform_admin=is_platform_admin, must_change_password=must_change_password, now=now)
         audit.record(tx, principal, "user.create", resource_type="user", resource_id=user["username"],
                      detail={"is_platform_admin": is_platform_admin, "email": email}, now=now)
@@ -185,12 +193,13 @@ def reset_password(store: Store, principal: Principal, username: str, now: datet
     """Admin reset: returns a temporary password to show once; the user must change it at next login."""
     require(principal, Action.MANAGE_USERS)
     temporary = temporary_password(int(store.config["password_min_length"]))
+    hashed = hash_password(temporary, store.config)
     now = clock.resolve(now)
     with store.transaction() as tx:
         row = _update_target(tx, username)
         tx.execute_write(
             "UPDATE users SET password_hash = ?, must_change_password = TRUE, sessions_valid_after = ?,"
-            " updated_at = ? WHERE id = ?", [hash_password(temporary, store.config), now, now, row["id"]])
+            " updated_at = ? WHERE id = ?", [hashed, now, now, row["id"]])
         audit.record(tx, principal, "user.reset_password", resource_type="user", resource_id=row["username"], now=now)
     return temporary
 
@@ -202,16 +211,20 @@ def change_password(store: Store, principal: Principal, current: str, new: str,
     Returns the new session epoch: the caller's own session re-logs in after it.
     """
     validate_password(new, store.config)
+    if current == new:
+        raise ValidationError("user.error.same_password")
+    with store.read() as tx:
+        row = _update_target(tx, principal.username)
+    if not check_password(current, row["password_hash"]):  # bcrypt outside the store lock
+        raise ValidationError("user.error.current_password")
+    hashed = hash_password(new, store.config)
     now = clock.resolve(now)
     with store.transaction() as tx:
-        row = _update_target(tx, principal.username)
-        if not check_password(current, row["password_hash"]):
-            raise ValidationError("user.error.current_password")
-        if current == new:
-            raise ValidationError("user.error.same_password")
+        if _update_target(tx, principal.username)["password_hash"] != row["password_hash"]:
+            raise ValidationError("user.error.current_password")  # changed meanwhile elsewhere
         tx.execute_write(
             "UPDATE users SET password_hash = ?, must_change_password = FALSE, sessions_valid_after = ?,"
-            " updated_at = ? WHERE id = ?", [hash_password(new, store.config), now, now, row["id"]])
+            " updated_at = ? WHERE id = ?", [hashed, now, now, row["id"]])
         audit.record(tx, principal, "user.change_password", resource_type="user", resource_id=row["username"], now=now)
     return now
 

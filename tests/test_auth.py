@@ -438,7 +438,7 @@ def test_first_admin_bootstrap_only_when_no_user_exists(store: Store) -> None:
 
 def test_bootstrap_is_refused_once_any_user_exists(store: Store) -> None:
     with store.transaction() as tx:
-        users.insert(tx, store.config, "plain", PASSWORD)
+        users.insert(tx, "plain", users.new_password_hash(PASSWORD, store.config))
     with pytest.raises(ValidationError):
         auth.create_first_admin(store, "sneaky", PASSWORD)
     assert users.count(store) == 1

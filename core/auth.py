@@ -50,6 +50,7 @@ class LoginResult:
 def principal_for(tx: Tx, row: dict[str, Any], client: Principal | None = None) -> Principal:
     return Principal(user_id=row["id"], username=row["username"], is_platform_admin=bool(row["is_platform_admin"]),
                      memberships=memberships_of(tx, row["id"]),
+                     must_change_password=bool(row["must_change_password"]),
                      ip=client.ip if client else None, user_agent=client.user_agent if client else None,
                      request_id=client.request_id if client else None)
 

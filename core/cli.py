@@ -16,7 +16,7 @@ import duckdb
 
 from core import audit, auth, namespaces, settings, users
 from core.config import Config
-from core.errors import WorkbenchError
+from core.errors import PermissionDenied, WorkbenchError
 from core.principal import Principal
 from core.settings import open_store
 from core.store import Store
@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not password:
                 raise WorkbenchError("cli.error.password_env")
             who = auth.authenticate(store, args.acting_user, password).principal
+            if who.must_change_password:
+                raise PermissionDenied("auth.error.must_change_password")
         _print(args.func(store, who, args), args.json)
         return 0
     except WorkbenchError as exc:

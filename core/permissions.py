@@ -53,7 +53,7 @@ PLATFORM_ACTIONS = frozenset({Action.MANAGE_USERS, Action.MANAGE_NAMESPACES, Act
 
 def can(principal: Principal, action: Action, namespace: str | None = None) -> bool:
     """True when the principal may perform the action (in the namespace, for namespace actions)."""
-    if not principal.username:
+    if not principal.username or principal.must_change_password:
         return False
     if principal.is_platform_admin:
         return True
@@ -65,6 +65,8 @@ def can(principal: Principal, action: Action, namespace: str | None = None) -> b
 
 def require(principal: Principal, action: Action, namespace: str | None = None) -> None:
     """Refuse with a clear error naming the action and the namespace."""
+    if principal.must_change_password:
+        raise PermissionDenied("auth.error.must_change_password")
     if not can(principal, action, namespace):
         raise PermissionDenied(action=action.value, namespace=namespace or "-", user=principal.username or "-")
 

@@ -23,6 +23,7 @@ class Principal:
     is_platform_admin: bool = False
     memberships: dict[str, Role] = field(default_factory=dict)  # namespace name -> role
     is_operator: bool = False
+    must_change_password: bool = False  # a temporary password: nothing but changing it is allowed
     ip: str | None = None
     user_agent: str | None = None
     request_id: str | None = None

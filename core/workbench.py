@@ -55,6 +55,10 @@ class Workbench:
         return f"Workbench(user={self._principal.username!r}, home={str(self.store.config.home)!r})"
 
     # -- identity --------------------------------------------------------------------------------
+    def change_password(self, current: str, new: str) -> None:
+        """Change your own password (also how a temporary one from an admin reset is replaced)."""
+        self._login_at = users.change_password(self.store, self.principal, current, new)
+
     def users(self) -> pl.DataFrame:
         return pl.DataFrame(users.list_all(self.store, self.principal))
 

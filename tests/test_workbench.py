@@ -153,3 +153,15 @@ def test_a_notebook_session_follows_changes_made_elsewhere(wb: Workbench, nb_hom
     with pytest.raises(WorkbenchError) as ended:
         nina.namespaces()
     assert ended.value.key == "auth.error.session_ended"
+
+
+def test_a_temporary_password_allows_nothing_but_changing_it(wb: Workbench, nb_home: Path) -> None:
+    temporary = wb.reset_password("nina")
+    nina = Workbench.login("nina", temporary, home=nb_home)
+    with pytest.raises(PermissionDenied) as caught:
+        nina.members("alpha")
+    assert caught.value.key == "auth.error.must_change_password"
+    assert nina.namespaces().is_empty()
+    nina.change_password(temporary, "nina-new-password-1")
+    assert "alpha" in nina.namespaces()["name"].to_list()
+    assert not nina.members("alpha").is_empty()

@@ -1,6 +1,7 @@
 """Namespaces (the isolation boundary, seed §10) and memberships with a role in each."""
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from datetime import datetime
@@ -15,11 +16,12 @@ from core.store import Store, Tx
 from core.users import get_row as get_user_row
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RESERVED = frozenset({"cache"})  # <home>/.docetl/cache is docetl's own (LLM and optimizer caches)
 
 
 def validate_name(name: str) -> str:
     clean = (name or "").strip()
-    if not NAME_RE.match(clean):
+    if not NAME_RE.match(clean) or clean in RESERVED:
         raise ValidationError("namespace.error.name", name=name or "")
     return clean
 
@@ -56,7 +58,9 @@ def create(store: Store, principal: Principal, name: str, description: str = "",
             raise ValidationError("namespace.error.exists", name=name)
         tx.execute_write("INSERT INTO namespaces (id, name, description, created_at, created_by) VALUES (?,?,?,?,?)",
                          [uuid.uuid4().hex, name, description or "", clock.resolve(now), principal.username])
-        for sub in NAMESPACE_SUBDIRS:  # a folder that cannot be made rolls the row back
+        folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made rolls the row back
+        os.chmod(folder, 0o700)  # roles guard the data: other local accounts must not read around them
+        for sub in NAMESPACE_SUBDIRS:
             (folder / sub).mkdir(parents=True, exist_ok=True)
         audit.record(tx, principal, "namespace.create", resource_type="namespace", resource_id=name,
                      namespace=name, now=now)

@@ -238,7 +238,9 @@ class Store:
             # it would wait for itself until the timeout and then blame "another process"
             raise RuntimeError(f"a unit of work on {self.path} is already open in this thread;"
                                " pass its Tx along instead of opening another one")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():  # users' hashes live here: only the owner may enter
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.path.parent, 0o700)
         deadline = time.monotonic() + self.timeout
         try:
             held = self._lock.acquire(self.timeout)

@@ -137,3 +137,15 @@ def test_removing_membership_of_a_disabled_user(store: Store, team) -> None:
     users.set_active(store, admin, "viewer", False)
     namespaces.remove_member(store, admin, "alpha", "viewer")
     assert "viewer" not in {r["username"] for r in namespaces.list_members(store, admin, "alpha")}
+
+
+def test_private_folders_and_reserved_names(store, admin) -> None:
+    import stat
+
+    from core.errors import ValidationError
+
+    namespaces.create(store, admin, "private")
+    assert stat.S_IMODE((store.config.docetl_dir / "private").stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.config.platform_dir.stat().st_mode) == 0o700
+    with pytest.raises(ValidationError):
+        namespaces.create(store, admin, "cache")  # docetl's own cache folder

@@ -85,11 +85,23 @@ def lock_status(store: Store, username: str, ip: str | None = None, now: datetim
 
 
 def _lock_of(tx: Tx, config: Config, username: str, ip: str | None, now: datetime) -> datetime | None:
-    found = [_locked_until(tx, "username", username, int(config["login_max_failures"]), config, now)]
+    return _lock_detail(tx, config, username, ip, now)[0]
+
+
+def _lock_detail(tx: Tx, config: Config, username: str, ip: str | None,
+                 now: datetime) -> tuple[datetime | None, str]:
+    """(locked until, "account" or "address"): the later of the two locks, and which one it is."""
+    found = [(_locked_until(tx, "username", username, int(config["login_max_failures"]), config, now), "account")]
     if ip:
-        found.append(_locked_until(tx, "ip", ip, int(config["login_max_failures_per_address"]), config, now))
-    found = [f for f in found if f]
-    return max(found) if found else None
+        found.append((_locked_until(tx, "ip", ip, int(config["login_max_failures_per_address"]), config, now),
+                      "address"))
+    found = [f for f in found if f[0]]
+    return max(found) if found else (None, "account")
+
+
+def _locked_error(until: datetime, scope: str, now: datetime) -> LockedOut:
+    key = "auth.error.address_locked" if scope == "address" else "auth.error.locked"
+    return LockedOut(key, until=until, minutes=_minutes_left(until, now))
 
 
 def authenticate(store: Store, username: str, password: str, client: Principal | None = None,
@@ -118,10 +130,12 @@ def authenticate(store: Store, username: str, password: str, client: Principal |
         current = users.get_row(tx, name) if ok else None
         ok = bool(ok and current and current["password_hash"] == row["password_hash"])  # not changed meanwhile
         if locked:
+            until, scope = _lock_detail(tx, config, ident, client.ip, now)
+            until = until or locked
             _attempt(tx, ident, client.ip, "locked", now)
             audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=ident, success=False,
-                         detail={"reason": "locked", "locked_until": locked.isoformat()}, now=now)
-            error: Exception = LockedOut(until=locked, minutes=_minutes_left(locked, now))
+                         detail={"reason": "locked", "scope": scope, "locked_until": until.isoformat()}, now=now)
+            error: Exception = _locked_error(until, scope, now)
         elif ok and current["active"]:
             _attempt(tx, name, client.ip, "success", now)
             tx.execute_write("UPDATE users SET last_login_at = ? WHERE id = ?", [now, current["id"]])
@@ -134,12 +148,12 @@ def authenticate(store: Store, username: str, password: str, client: Principal |
             _attempt(tx, ident, client.ip, "failure", now)
             audit.record(tx, actor, "auth.login_failed", resource_type="user", resource_id=ident, success=False,
                          detail={"reason": reason}, now=now)
-            locked = _lock_of(tx, config, ident, client.ip, now)
+            locked, scope = _lock_detail(tx, config, ident, client.ip, now)
             error = AuthenticationFailed()
             if locked:
                 audit.record(tx, actor, "auth.lockout", resource_type="user", resource_id=ident, success=False,
-                             detail={"locked_until": locked.isoformat()}, now=now)
-                error = LockedOut(until=locked, minutes=_minutes_left(locked, now))
+                             detail={"scope": scope, "locked_until": locked.isoformat()}, now=now)
+                error = _locked_error(locked, scope, now)
     raise error  # raised after commit so the attempt and its audit rows are kept
 
 
@@ -166,6 +180,19 @@ def unlock(store: Store, principal: Principal, username: str, now: datetime | No
     with store.transaction() as tx:
         _attempt(tx, name, None, "reset", clock.resolve(now))
         audit.record(tx, principal, "auth.unlock", resource_type="user", resource_id=name, now=now)
+
+
+def unlock_address(store: Store, principal: Principal, ip: str, now: datetime | None = None) -> None:
+    """An admin lifts the throttle on a client address early (an office behind one NAT address)."""
+    from core.permissions import Action, require
+
+    require(principal, Action.MANAGE_USERS)
+    address = (ip or "").strip()
+    if not address or len(address) > 64:
+        raise ValidationError("auth.error.address", value=address)
+    with store.transaction() as tx:
+        _attempt(tx, "", address, "reset", clock.resolve(now))
+        audit.record(tx, principal, "auth.unlock_address", resource_type="address", resource_id=address, now=now)
 
 
 # -- bootstrap and registration --------------------------------------------------------------

@@ -82,6 +82,11 @@ def cmd_user_unlock(store: Store, who: Principal, args: argparse.Namespace) -> A
     return f"unlocked {args.name}"
 
 
+def cmd_user_unlock_address(store: Store, who: Principal, args: argparse.Namespace) -> Any:
+    auth.unlock_address(store, who, args.address)
+    return f"unlocked address {args.address}"
+
+
 def cmd_ns_create(store: Store, who: Principal, args: argparse.Namespace) -> Any:
     row = namespaces.create(store, who, args.name, args.description or "")
     return {"name": row["name"], "path": str(store.config.namespace_dir(row["name"]))}
@@ -158,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func in (("disable", cmd_user_disable), ("enable", cmd_user_enable),
                        ("reset-password", cmd_user_reset), ("unlock", cmd_user_unlock)):
         add(user, name, func).add_argument("name")
+    add(user, "unlock-address", cmd_user_unlock_address).add_argument("address")
     ns = sub.add_parser("namespace", help="manage namespaces").add_subparsers(dest="action", required=True)
     p = add(ns, "create", cmd_ns_create)
     p.add_argument("name")

@@ -19,7 +19,7 @@ import pytest
 from conftest import PASSWORD
 from core import audit, auth, clock, namespaces, settings, users
 from core.config import Config
-from core.errors import AuthenticationFailed, LockedOut, ValidationError
+from core.errors import AuthenticationFailed, LockedOut, PermissionDenied, ValidationError
 from core.permissions import Action, can
 from core.principal import Principal
 from core.settings import open_store
@@ -515,3 +515,21 @@ def test_a_good_login_does_not_reset_an_address_throttle(store: Store, config: C
     with pytest.raises(LockedOut):
         auth.authenticate(tuned, "carol", PASSWORD, attacker)
     assert auth.authenticate(tuned, "carol", PASSWORD, client("203.0.113.5")).principal.username == "carol"
+
+
+def test_an_address_throttle_says_so_and_an_admin_can_lift_it(store: Store, config: Config, carol: Principal) -> None:
+    settings.update(store, Principal.operator(), "login_max_failures_per_address", 2)
+    tuned = open_store(config)
+    office = client("198.51.100.20")
+    with pytest.raises(AuthenticationFailed):
+        auth.authenticate(tuned, "u1", "guess", office)
+    with pytest.raises(LockedOut) as caught:
+        auth.authenticate(tuned, "u2", "guess", office)
+    assert caught.value.key == "auth.error.address_locked"
+    with pytest.raises(LockedOut):
+        auth.authenticate(tuned, "carol", PASSWORD, office)
+    with pytest.raises(PermissionDenied):
+        auth.unlock_address(tuned, carol, "198.51.100.20")
+    auth.unlock_address(tuned, Principal.operator(), "198.51.100.20")
+    assert auth.authenticate(tuned, "carol", PASSWORD, office).principal.username == "carol"
+    assert audit_rows(tuned, "auth.unlock_address")[-1]["resource_id"] == "198.51.100.20"

@@ -84,6 +84,14 @@ def lock_status(store: Store, username: str, ip: str | None = None, now: datetim
         return _lock_of(tx, store.config, username.strip().lower(), ip, now)
 
 
+def locked_until(store: Store, principal: Principal, username: str, now: datetime | None = None) -> datetime | None:
+    """For the admin's Users page: until when a username is locked (a user's security state is private)."""
+    from core.permissions import Action, require
+
+    require(principal, Action.MANAGE_USERS)
+    return lock_status(store, username, now=now)
+
+
 def _lock_of(tx: Tx, config: Config, username: str, ip: str | None, now: datetime) -> datetime | None:
     return _lock_detail(tx, config, username, ip, now)[0]
 

@@ -533,3 +533,12 @@ def test_an_address_throttle_says_so_and_an_admin_can_lift_it(store: Store, conf
     auth.unlock_address(tuned, Principal.operator(), "198.51.100.20")
     assert auth.authenticate(tuned, "carol", PASSWORD, office).principal.username == "carol"
     assert audit_rows(tuned, "auth.unlock_address")[-1]["resource_id"] == "198.51.100.20"
+
+
+def test_only_admins_read_another_users_lock(store: Store, team) -> None:
+    for _ in range(5):
+        with pytest.raises((AuthenticationFailed, LockedOut)):
+            auth.authenticate(store, "viewer", "nope")
+    assert auth.locked_until(store, team["platform_admin"], "viewer") is not None
+    with pytest.raises(PermissionDenied):
+        auth.locked_until(store, team["nsadmin"], "viewer")

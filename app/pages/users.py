@@ -50,7 +50,7 @@ with st.expander(T("users.create"), expanded=False), st.form("create_user", clea
 st.subheader(T("users.manage"))
 target = st.selectbox(T("account.username"), [r["username"] for r in rows], key="mu_user")
 row = next(r for r in rows if r["username"] == target)
-locked = auth.lock_status(ctx.store, target)
+locked = auth.locked_until(ctx.store, ctx.principal, target)
 if locked:
     st.warning(T("users.locked_until", time=shell.fmt_time(locked)))
 cols = st.columns(4)

@@ -50,13 +50,20 @@ def record_now(store: Store, principal: Principal, action: str, **kwargs: Any) -
         record(tx, principal, action, **kwargs)
 
 
+def readable_namespaces(principal: Principal, namespaces: list[str]) -> list[str]:
+    """Of these namespaces, those whose audit rows the principal may read (for filters and queries)."""
+    if can(principal, Action.READ_AUDIT_ALL):
+        return sorted(namespaces)
+    return sorted(ns for ns in namespaces if can(principal, Action.READ_AUDIT, ns))
+
+
 def query(store: Store, principal: Principal, *, since: datetime | None = None, until: datetime | None = None,
           actor: str | None = None, action: str | None = None, namespace: str | None = None,
           success: bool | None = None, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
     """Audit rows the principal may read, newest first: all for platform admins, else own namespaces."""
     where, params = ["1=1"], []
     if not can(principal, Action.READ_AUDIT_ALL):
-        allowed = [ns for ns, _ in principal.memberships.items() if can(principal, Action.READ_AUDIT, ns)]
+        allowed = readable_namespaces(principal, list(principal.memberships))
         if not allowed or (namespace and namespace not in allowed):
             raise PermissionDenied(action=Action.READ_AUDIT.value, namespace=namespace or "-", user=principal.username)
         where.append(f"namespace IN ({','.join('?' * len(allowed))})")

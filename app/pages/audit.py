@@ -8,7 +8,6 @@ import streamlit as st
 import shell
 from core import audit, clock
 from core.errors import WorkbenchError
-from core.permissions import Action, can
 from shell import T
 
 ctx = shell.current()
@@ -19,8 +18,7 @@ c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])
 period = c1.date_input(T("audit.period"), value=(today - timedelta(days=7), today), key="au_period")
 actor = c2.text_input(T("audit.actor"), key="au_actor")
 action = c3.text_input(T("audit.action"), key="au_action", help=T("audit.action_help"))
-allowed = [ns["name"] for ns in shell.visible_namespaces(ctx)
-           if can(ctx.principal, Action.READ_AUDIT_ALL) or can(ctx.principal, Action.READ_AUDIT, ns["name"])]
+allowed = audit.readable_namespaces(ctx.principal, [ns["name"] for ns in shell.visible_namespaces(ctx)])
 namespace = shell.choose(c4, T("shell.namespace"), {None: T("audit.all"), **{n: n for n in allowed}}, "au_ns")
 success = shell.choose(c5, T("audit.success"), {None: T("audit.all"), True: T("audit.ok"), False: T("audit.failed")},
                        "au_ok")

@@ -125,3 +125,19 @@ def test_system_page_rejects_bad_value_and_saves_good_one(store, admin):
     at.text_input(key="set_value").input("3")
     at.button(key="FormSubmitter:edit_setting-" + ZH["common.save"]).click().run()
     assert open_store(Config.from_env()).config["login_max_failures"] == 3
+
+
+def test_self_registration_only_when_allowed_and_without_namespace(store, admin):
+    from core import namespaces, settings
+
+    assert not [e for e in new_app().expander if ZH["register.title"] in e.label]  # off by default
+    settings.update(store, admin, "allow_registration", True)
+    at = new_app()
+    at.text_input(key="reg_username").input("newcomer")
+    at.text_input(key="reg_pw1").input(PASSWORD)
+    at.text_input(key="reg_pw2").input(PASSWORD)
+    at.button(key="FormSubmitter:register_form-" + ZH["register.submit"]).click().run()
+    assert ZH["register.done"] in texts(at)
+    login(at, "newcomer", PASSWORD)
+    assert ZH["overview.no_namespace"] in texts(at)
+    assert namespaces.list_visible(store, at.session_state["_wb_ctx"].principal) == []

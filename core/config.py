@@ -76,6 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
             check=zone),
     Setting("cookie_expiry_days", float, 7.0, "Days a login cookie stays valid.", bounds=(0.01, 365)),
     Setting("password_min_length", int, 8, "Shortest password accepted.", bounds=(1, 64)),
+    Setting("dataset_max_mb", int, 50, "Largest file accepted by the Data Center, in MB.", bounds=(1, 2048)),
+    Setting("dataset_max_rows", int, 200_000, "Most rows one dataset import may have.", bounds=(1, 10_000_000)),
+    Setting("dataset_max_columns", int, 200, "Most columns one dataset import may have.", bounds=(1, 16_384)),
     Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False,
             bounds=(4, 16)),
 )

@@ -70,4 +70,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             updated_by VARCHAR
         )""",
     ]),
+    (2, "data center datasets", [
+        """CREATE TABLE datasets (
+            id VARCHAR PRIMARY KEY,
+            namespace VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            description VARCHAR NOT NULL DEFAULT '',
+            source VARCHAR NOT NULL,
+            format VARCHAR NOT NULL DEFAULT 'json',
+            original_format VARCHAR,
+            raw_path VARCHAR,
+            path VARCHAR NOT NULL,
+            ingest_status VARCHAR NOT NULL,
+            ingest_config VARCHAR,
+            error VARCHAR,
+            schema VARCHAR,
+            row_count BIGINT,
+            lineage VARCHAR,
+            tags VARCHAR NOT NULL DEFAULT '[]',
+            created_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            UNIQUE (namespace, name)
+        )""",
+    ]),
 ]

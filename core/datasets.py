@@ -1,0 +1,281 @@
+"""Data Center registry (seed §6.4): datasets, their files, their ingest status and lineage.
+
+Files live under `<home>/.docetl/<namespace>/data_center/`: the raw upload in `raw/<id>/`, the
+normalized JSON (a list of objects, what pipelines read) in `datasets/user|generated/<id>.json`, always
+written to a temporary file and renamed. This module is the only place an ingest status changes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from core import audit, clock, tabular
+from core.errors import NotFound, ValidationError, WorkbenchError
+from core.permissions import Action, require
+from core.principal import Principal
+from core.store import Store, Tx
+
+_SAFE_FILENAME = re.compile(r"[^\w.\-() ]+", re.UNICODE)
+PUBLIC_COLUMNS = ("id", "namespace", "name", "description", "source", "format", "original_format", "path",
+                  "ingest_status", "ingest_config", "error", "schema", "row_count", "lineage", "tags",
+                  "created_by", "created_at", "updated_at")
+
+
+class IngestStatus(str, Enum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Source(str, Enum):
+    USER_UPLOAD = "user_upload"
+    PIPELINE_GENERATED = "pipeline_generated"
+
+
+# -- files -------------------------------------------------------------------------------------------
+def data_center_dir(store: Store, namespace: str) -> Path:
+    return store.config.namespace_dir(namespace) / "data_center"
+
+
+def safe_filename(filename: str) -> str:
+    """The base name of an uploaded file, stripped of paths and odd characters (never trusted as a path)."""
+    base = Path(str(filename).replace("\\", "/")).name
+    cleaned = _SAFE_FILENAME.sub("_", base).strip(" .")[:120]
+    return cleaned or "upload"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    write_atomic(path, json.dumps(records, ensure_ascii=False, default=str).encode("utf-8"))
+
+
+# -- rows --------------------------------------------------------------------------------------------
+def _validate_name(name: str) -> str:
+    clean = (name or "").strip()
+    if not clean or len(clean) > 200 or any(c in clean for c in "\r\n\t"):
+        raise ValidationError("dataset.error.name", name=name or "")
+    return clean
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in PUBLIC_COLUMNS}
+    for key in ("ingest_config", "error", "schema", "lineage", "tags"):
+        out[key] = json.loads(row[key]) if row[key] else (None if key != "tags" else [])
+    return out
+
+
+def _row(tx: Tx, dataset_id: str) -> dict[str, Any]:
+    row = tx.one("SELECT * FROM datasets WHERE id = ?", [dataset_id])
+    if not row:
+        raise NotFound("dataset.error.not_found", id=dataset_id)
+    return row
+
+
+def _name_free(tx: Tx, namespace: str, name: str, except_id: str | None = None) -> None:
+    if tx.scalar("SELECT count(*) FROM datasets WHERE namespace = ? AND name = ? AND id <> ?",
+                 [namespace, name, except_id or ""]):
+        raise ValidationError("dataset.error.name_taken", name=name, namespace=namespace)
+
+
+def get(store: Store, principal: Principal, dataset_id: str) -> dict[str, Any]:
+    with store.read() as tx:
+        row = _row(tx, dataset_id)
+    require(principal, Action.VIEW, row["namespace"])
+    return _public(row)
+
+
+def list_datasets(store: Store, principal: Principal, namespace: str, *, source: str | None = None,
+                  search: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+    """A namespace's datasets, newest first, filtered by source, a name/description search and a tag."""
+    require(principal, Action.VIEW, namespace)
+    where, params = ["namespace = ?"], [namespace]
+    if source:
+        where.append("source = ?")
+        params.append(Source(source).value)
+    if search:
+        where.append("(name ILIKE ? OR description ILIKE ?)")
+        params += [f"%{search}%"] * 2
+    rows = store.execute(f"SELECT * FROM datasets WHERE {' AND '.join(where)} ORDER BY created_at DESC", params)
+    found = [_public(r) for r in rows]
+    return [d for d in found if not tag or tag in d["tags"]]
+
+
+# -- upload and ingest ---------------------------------------------------------------------------------
+def create_upload(store: Store, principal: Principal, namespace: str, filename: str, content: bytes, *,
+                  name: str | None = None, config: dict[str, Any] | None = None,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """Keep the raw file and register a `pending` dataset; the import runs as a job (`ingest`)."""
+    require(principal, Action.UPLOAD_DATASET, namespace)
+    limit = int(store.config["dataset_max_mb"]) * 1024 * 1024
+    if len(content) > limit:
+        raise ValidationError("dataset.error.too_big", size_mb=round(len(content) / 1048576, 1),
+                              max_mb=store.config["dataset_max_mb"])
+    clean = safe_filename(filename)
+    dataset_name = _validate_name(name or Path(clean).stem)
+    dataset_id = uuid.uuid4().hex
+    base = data_center_dir(store, namespace)
+    raw = base / "raw" / dataset_id / clean
+    write_atomic(raw, content)
+    now = clock.resolve(now)
+    try:
+        with store.transaction() as tx:
+            _name_free(tx, namespace, dataset_name)
+            tx.execute_write(
+                "INSERT INTO datasets (id, namespace, name, source, original_format, raw_path, path, ingest_status,"
+                " ingest_config, created_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [dataset_id, namespace, dataset_name, Source.USER_UPLOAD.value, Path(clean).suffix.lstrip(".").lower(),
+                 str(raw), str(base / "datasets" / "user" / f"{dataset_id}.json"), IngestStatus.PENDING.value,
+                 json.dumps(config or {}), principal.username, now, now])
+            audit.record(tx, principal, "dataset.upload", resource_type="dataset", resource_id=dataset_id,
+                         namespace=namespace, detail={"name": dataset_name, "file": clean, "bytes": len(content)},
+                         now=now)
+            return _public(_row(tx, dataset_id))
+    except BaseException:
+        shutil.rmtree(raw.parent, ignore_errors=True)  # nothing half-registered stays behind
+        raise
+
+
+def claim(store: Store, dataset_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+    """pending → processing, for exactly one worker (None when another took it or it is not pending)."""
+    with store.transaction() as tx:
+        changed = tx.execute("UPDATE datasets SET ingest_status = ?, updated_at = ? WHERE id = ? AND ingest_status = ?"
+                             " RETURNING *", [IngestStatus.PROCESSING.value, clock.resolve(now), dataset_id,
+                                              IngestStatus.PENDING.value])
+    return changed[0] if changed else None
+
+
+def finish(store: Store, dataset_id: str, *, records: list[dict[str, Any]] | None = None,
+           schema: list[dict[str, str]] | None = None, error: WorkbenchError | None = None,
+           now: datetime | None = None) -> None:
+    """processing → ready (the normalized JSON written first) or → failed with a readable error."""
+    now = clock.resolve(now)
+    with store.read() as tx:
+        row = _row(tx, dataset_id)
+    if error is None:
+        write_records(Path(row["path"]), records or [])
+    with store.transaction() as tx:
+        if error is None:
+            tx.execute_write("UPDATE datasets SET ingest_status = ?, schema = ?, row_count = ?, error = NULL,"
+                             " updated_at = ? WHERE id = ?", [IngestStatus.READY.value, json.dumps(schema or []),
+                                                             len(records or []), now, dataset_id])
+        else:
+            tx.execute_write("UPDATE datasets SET ingest_status = ?, error = ?, updated_at = ? WHERE id = ?",
+                             [IngestStatus.FAILED.value, json.dumps({"key": error.key, "params": error.params,
+                                                                     "message": str(error)}, default=str),
+                              now, dataset_id])
+
+
+def recover_interrupted(store: Store, now: datetime | None = None) -> int:
+    """On start: imports left `processing` by a process that died go back to `pending` (never stuck)."""
+    with store.transaction() as tx:
+        rows = tx.execute("UPDATE datasets SET ingest_status = ?, updated_at = ? WHERE ingest_status = ? RETURNING id",
+                          [IngestStatus.PENDING.value, clock.resolve(now), IngestStatus.PROCESSING.value])
+    return len(rows)
+
+
+# -- changes -----------------------------------------------------------------------------------------
+def update(store: Store, principal: Principal, dataset_id: str, *, name: str | None = None,
+           description: str | None = None, tags: list[str] | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Rename, describe or tag a dataset (editors and up), audited with before/after."""
+    now = clock.resolve(now)
+    with store.transaction() as tx:
+        row = _row(tx, dataset_id)
+        require(principal, Action.UPLOAD_DATASET, row["namespace"])
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = _validate_name(name)
+            _name_free(tx, row["namespace"], changes["name"], dataset_id)
+        if description is not None:
+            changes["description"] = description.strip()[:2000]
+        if tags is not None:
+            changes["tags"] = json.dumps(sorted({t.strip() for t in tags if t.strip()}), ensure_ascii=False)
+        if changes:
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            tx.execute_write(f"UPDATE datasets SET {sets}, updated_at = ? WHERE id = ?", [*changes.values(), now, dataset_id])
+            audit.record(tx, principal, "dataset.update", resource_type="dataset", resource_id=dataset_id,
+                         namespace=row["namespace"], detail={k: {"before": row[k], "after": v} for k, v in changes.items()},
+                         now=now)
+        return _public(_row(tx, dataset_id))
+
+
+def delete(store: Store, principal: Principal, dataset_id: str, now: datetime | None = None) -> None:
+    """Remove the row (audited), then its files; a legacy file in `files/` is left where it was."""
+    with store.transaction() as tx:
+        row = _row(tx, dataset_id)
+        require(principal, Action.DELETE_RESOURCE, row["namespace"])
+        tx.execute_write("DELETE FROM datasets WHERE id = ?", [dataset_id])
+        audit.record(tx, principal, "dataset.delete", resource_type="dataset", resource_id=dataset_id,
+                     namespace=row["namespace"], detail={"name": row["name"]}, now=now)
+    base = data_center_dir(store, row["namespace"])
+    for owned in (Path(row["raw_path"]).parent if row["raw_path"] else None, Path(row["path"])):
+        if owned and owned.resolve().is_relative_to(base.resolve()) and owned.exists():
+            shutil.rmtree(owned) if owned.is_dir() else owned.unlink()
+
+
+# -- the import job ------------------------------------------------------------------------------------
+def ingest(store: Store, dataset_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+    """Run one pending import to its end (ready or failed); None when it was not pending.
+
+    Called by a worker thread now and by the scheduler service later: the same function either way.
+    """
+    row = claim(store, dataset_id, now)
+    if row is None:
+        return None
+    try:
+        names, records = read_table(Path(row["raw_path"]), json.loads(row["ingest_config"] or "{}"), store.config)
+    except WorkbenchError as exc:
+        finish(store, dataset_id, error=exc, now=now)
+    else:
+        schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+        finish(store, dataset_id, records=records, schema=schema, now=now)
+    with store.read() as tx:
+        return _public(_row(tx, dataset_id))
+
+
+def read_table(path: Path, config: dict[str, Any], settings: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """A whole file as (column names, records), within the configured limits."""
+    kind = path.suffix.lower().lstrip(".")
+    if kind == "json":
+        records = tabular.read_json_records(path)
+        names = list(dict.fromkeys(k for r in records for k in r))
+        _check_limits(len(records), len(names), settings)
+        return names, records
+    if kind != "csv":
+        raise ValidationError("dataset.error.format", format=kind or "?", supported="csv, json")
+    rows = list(tabular.iter_csv(path))
+    header_at = int(config["header_row"]) - 1 if config.get("header_row") else tabular.detect_header(rows)
+    start = max(int(config.get("start_row") or header_at + 2) - 1, header_at + 1)
+    end = int(config["end_row"]) if config.get("end_row") else len(rows)
+    body = [r for r in rows[start:end] if any(v is not None for v in r)]
+    _check_limits(len(body), max([len(rows[header_at]) if rows else 0, *(len(r) for r in body)]), settings)
+    return tabular.to_records(rows[header_at] if rows else [], body)
+
+
+def _check_limits(rows: int, columns: int, settings: Any) -> None:
+    if rows > int(settings["dataset_max_rows"]):
+        raise ValidationError("dataset.error.too_many_rows", rows=rows, max=settings["dataset_max_rows"])
+    if columns > int(settings["dataset_max_columns"]):
+        raise ValidationError("dataset.error.too_many_columns", columns=columns, max=settings["dataset_max_columns"])

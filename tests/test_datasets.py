@@ -1,0 +1,105 @@
+"""Data Center registry: upload → pending → ingest → ready/failed, permissions, audit, files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core import datasets, settings
+from core.errors import PermissionDenied, ValidationError
+from core.principal import Principal
+from core.settings import open_store
+from core.store import Store
+
+CSV = "2026 销售报表\n\n日期,地区,金额,编号\n2026-01-01,华东,100,00123\n2026-01-02,华北,250.5,00456\n".encode("utf-8")
+
+
+def upload(store: Store, who: Principal, content: bytes = CSV, filename: str = "sales.csv", **kw) -> dict:
+    return datasets.create_upload(store, who, "alpha", filename, content, **kw)
+
+
+def test_upload_then_ingest_gives_a_ready_dataset_with_schema(store: Store, team) -> None:
+    made = upload(store, team["editor"])
+    assert made["ingest_status"] == "pending" and made["name"] == "sales"
+    done = datasets.ingest(store, made["id"])
+    assert done["ingest_status"] == "ready" and done["row_count"] == 2
+    assert [c["name"] for c in done["schema"]] == ["日期", "地区", "金额", "编号"]
+    assert {c["name"]: c["type"] for c in done["schema"]}["金额"] == "number"
+    records = json.loads(Path(done["path"]).read_text(encoding="utf-8"))
+    assert records[0] == {"日期": "2026-01-01", "地区": "华东", "金额": 100, "编号": "00123"}
+    assert Path(done["path"]).parent == store.config.namespace_dir("alpha") / "data_center/datasets/user"
+    assert datasets.ingest(store, made["id"]) is None  # a second worker finds nothing to do
+
+
+def test_header_row_and_range_can_be_chosen(store: Store, team) -> None:
+    made = upload(store, team["editor"], config={"header_row": 3, "start_row": 5})
+    done = datasets.ingest(store, made["id"])
+    assert done["row_count"] == 1 and done["ingest_config"] == {"header_row": 3, "start_row": 5}
+
+
+def test_a_bad_file_fails_clearly_and_touches_nothing_else(store: Store, team) -> None:
+    good = datasets.ingest(store, upload(store, team["editor"])["id"])
+    bad = upload(store, team["editor"], content=b'[1, 2, 3]', filename="bad.json")
+    failed = datasets.ingest(store, bad["id"])
+    assert failed["ingest_status"] == "failed"
+    assert failed["error"]["key"] == "dataset.error.json_not_records" and "list of objects" in failed["error"]["message"]
+    assert datasets.get(store, team["viewer"], good["id"])["ingest_status"] == "ready"
+    assert not Path(failed["path"]).exists()
+
+
+def test_limits_name_the_limit_and_the_way_out(store: Store, config, team) -> None:
+    settings.update(store, team["platform_admin"], "dataset_max_rows", 1)
+    tuned = open_store(config)
+    failed = datasets.ingest(tuned, upload(tuned, team["editor"])["id"])
+    assert failed["error"]["key"] == "dataset.error.too_many_rows"
+    assert "start and end row" in failed["error"]["message"]
+    settings.update(store, team["platform_admin"], "dataset_max_mb", 1)
+    with pytest.raises(ValidationError) as caught:
+        upload(open_store(config), team["editor"], content=b"a,b\n" * 400_000, filename="big.csv")
+    assert caught.value.key == "dataset.error.too_big"
+
+
+def test_a_restart_never_leaves_an_import_processing(store: Store, team) -> None:
+    made = upload(store, team["editor"])
+    assert datasets.claim(store, made["id"])["ingest_status"] == "processing"  # then the worker died
+    assert datasets.recover_interrupted(store) == 1
+    assert datasets.ingest(store, made["id"])["ingest_status"] == "ready"
+
+
+def test_filenames_are_never_paths(store: Store, team) -> None:
+    made = upload(store, team["editor"], filename="../../../etc/pass wd.csv")
+    raw = Path(store.execute("SELECT raw_path FROM datasets WHERE id = ?", [made["id"]])[0]["raw_path"])
+    assert raw.name == "pass wd.csv"
+    assert raw.parent.parent == store.config.namespace_dir("alpha") / "data_center" / "raw"
+
+
+def test_roles_for_upload_edit_and_delete(store: Store, team) -> None:
+    with pytest.raises(PermissionDenied):
+        upload(store, team["viewer"])
+    with pytest.raises(PermissionDenied):
+        upload(store, team["outsider"])
+    made = datasets.ingest(store, upload(store, team["editor"])["id"])
+    assert [d["id"] for d in datasets.list_datasets(store, team["viewer"], "alpha")] == [made["id"]]
+    with pytest.raises(PermissionDenied):
+        datasets.list_datasets(store, team["outsider"], "alpha")
+    with pytest.raises(PermissionDenied):
+        datasets.get(store, team["outsider"], made["id"])
+    with pytest.raises(PermissionDenied):
+        datasets.delete(store, team["editor"], made["id"])  # deleting is for namespace admins
+    datasets.delete(store, team["nsadmin"], made["id"])
+    assert not Path(made["path"]).exists()
+    assert datasets.list_datasets(store, team["viewer"], "alpha") == []
+
+
+def test_rename_describe_tag_search_and_audit(store: Store, team) -> None:
+    made = upload(store, team["editor"])
+    other = upload(store, team["editor"], filename="other.csv")
+    with pytest.raises(ValidationError):
+        datasets.update(store, team["editor"], other["id"], name="sales")  # names are unique per namespace
+    datasets.update(store, team["editor"], made["id"], name="2026 销售", description="华东华北", tags=["财务", " q1 "])
+    found = datasets.list_datasets(store, team["viewer"], "alpha", search="华东")
+    assert [d["name"] for d in found] == ["2026 销售"] and found[0]["tags"] == ["q1", "财务"]
+    assert [d["id"] for d in datasets.list_datasets(store, team["viewer"], "alpha", tag="财务")] == [made["id"]]
+    actions = [r["action"] for r in store.execute("SELECT action FROM audit_logs WHERE resource_type = 'dataset'")]
+    assert actions.count("dataset.upload") == 2 and "dataset.update" in actions

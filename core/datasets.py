@@ -279,3 +279,50 @@ def _check_limits(rows: int, columns: int, settings: Any) -> None:
         raise ValidationError("dataset.error.too_many_rows", rows=rows, max=settings["dataset_max_rows"])
     if columns > int(settings["dataset_max_columns"]):
         raise ValidationError("dataset.error.too_many_columns", columns=columns, max=settings["dataset_max_columns"])
+
+
+# -- DocWrangler's uploads ---------------------------------------------------------------------------
+def sync_legacy(store: Store, principal: Principal, namespace: str, now: datetime | None = None) -> int:
+    """Register `<namespace>/files/*.json` (DocWrangler's uploads) as user uploads, in place (seed §6.4).
+
+    Files are read where they are and never moved; one that is not a list of objects is registered as
+    `failed` with the reason, so nothing is silently skipped. Returns how many were new.
+    """
+    require(principal, Action.VIEW, namespace)
+    folder = store.config.namespace_dir(namespace) / "files"
+    files = sorted(p for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return 0
+    known = {r["path"] for r in store.execute("SELECT path FROM datasets WHERE namespace = ?", [namespace])}
+    added = 0
+    for path in files:
+        if str(path) in known:
+            continue
+        try:
+            records, error = tabular.read_json_records(path), None
+        except WorkbenchError as exc:
+            records, error = [], exc
+        now_ = clock.resolve(now)
+        with store.transaction() as tx:
+            name = _legacy_name(tx, namespace, path.stem)
+            names = list(dict.fromkeys(k for r in records for k in r))
+            schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+            tx.execute_write(
+                "INSERT INTO datasets (id, namespace, name, source, original_format, raw_path, path, ingest_status,"
+                " error, schema, row_count, created_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [uuid.uuid4().hex, namespace, name, Source.USER_UPLOAD.value, "json", str(path), str(path),
+                 (IngestStatus.FAILED if error else IngestStatus.READY).value,
+                 json.dumps({"key": error.key, "params": error.params, "message": str(error)}) if error else None,
+                 json.dumps(schema, ensure_ascii=False), len(records), principal.username, now_, now_])
+            audit.record(tx, principal, "dataset.discover_legacy", resource_type="dataset", namespace=namespace,
+                         detail={"file": path.name, "status": "failed" if error else "ready"}, now=now_)
+        added += 1
+    return added
+
+
+def _legacy_name(tx: Tx, namespace: str, stem: str) -> str:
+    name, n = stem[:190] or "upload", 1
+    while tx.scalar("SELECT count(*) FROM datasets WHERE namespace = ? AND name = ?", [namespace, name]):
+        n += 1
+        name = f"{stem[:190]} ({n})"
+    return name

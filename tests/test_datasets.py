@@ -103,3 +103,17 @@ def test_rename_describe_tag_search_and_audit(store: Store, team) -> None:
     assert [d["id"] for d in datasets.list_datasets(store, team["viewer"], "alpha", tag="财务")] == [made["id"]]
     actions = [r["action"] for r in store.execute("SELECT action FROM audit_logs WHERE resource_type = 'dataset'")]
     assert actions.count("dataset.upload") == 2 and "dataset.update" in actions
+
+
+def test_docwrangler_uploads_appear_as_user_uploads_once(store: Store, team) -> None:
+    files = store.config.namespace_dir("alpha") / "files"
+    (files / "reviews.json").write_text(json.dumps([{"text": "好"}, {"text": "差"}]), encoding="utf-8")
+    (files / "broken.json").write_text('{"not": "a list"', encoding="utf-8")
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 2
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 0
+    found = {d["name"]: d for d in datasets.list_datasets(store, team["viewer"], "alpha")}
+    assert found["reviews"]["source"] == "user_upload" and found["reviews"]["row_count"] == 2
+    assert found["reviews"]["path"] == str(files / "reviews.json")
+    assert found["broken"]["ingest_status"] == "failed" and found["broken"]["error"]["key"] == "dataset.error.json"
+    datasets.delete(store, team["nsadmin"], found["reviews"]["id"])
+    assert (files / "reviews.json").exists()  # the legacy file is DocWrangler's: left where it was

@@ -1,0 +1,203 @@
+"""Run untrusted parsing in a child process, so that a crash cannot take the app or the service down.
+
+Some readers abort the whole process on hostile files (the Rust readers do on a few tiny ones), and an
+abort cannot be caught; a file can also make a reader allocate or spin without end. `run_isolated` runs a
+top-level function in a fresh Python process (`python -c`, importing the function by its module path, so
+the child never depends on the parent's `__main__` — under Streamlit that is app/Home.py), with an
+address-space limit (RLIMIT_AS), a CPU-time limit (RLIMIT_CPU), no core files and a wall-clock timeout.
+
+- The function's return value comes back (pickled through a private temporary file).
+- A `WorkbenchError` it raises comes back as the same class, key and parameters.
+- Any other exception becomes `ReaderFailed` (a `ValidationError`) naming it.
+- A child killed by a signal, out of memory, past its CPU time or its timeout becomes a `ValidationError`
+  that says the reader stopped and why.
+
+Memory: `memory_mb` is the room the child gets for the work, on top of the address space it already
+uses once the function's module is imported (interpreter, libraries, thread pools reserve virtual memory
+up front; counting those against the limit would make it meaningless from one machine to the next).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import ValidationError, WorkbenchError
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_BOOT = (
+    "import pickle, sys\n"
+    "with open(sys.argv[1], 'rb') as f:\n"
+    "    request = pickle.load(f)\n"
+    "sys.path[:0] = request['path']\n"
+    "from core.sandbox import _child_main\n"
+    "_child_main(request, sys.argv[2])\n"
+)
+_CPU_GRACE = 5  # seconds between SIGXCPU (soft CPU limit) and SIGKILL (hard limit)
+_STDERR_TAIL = 2000
+
+
+class ReaderFailed(ValidationError):
+    """The isolated function raised an exception that is not a WorkbenchError."""
+
+    key = "sandbox.error.failed"
+
+    def __init__(self, key: str | None = None, /, child_traceback: str = "", **params: Any) -> None:
+        super().__init__(key, **params)
+        self.child_traceback = child_traceback
+
+
+def run_isolated(func: Callable[..., Any], *args: Any, memory_mb: int = 1024, cpu_seconds: int = 120,
+                 timeout_seconds: float = 180, **kwargs: Any) -> Any:
+    """`func(*args, **kwargs)` in a fresh, resource-limited process; see the module docstring."""
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        raise TypeError(f"run_isolated needs a top-level function importable by module path, not {func!r}")
+    with tempfile.TemporaryDirectory(prefix="wb-sandbox-") as tmp:
+        request_path, result_path, err_path = (os.path.join(tmp, n) for n in ("request", "result", "stderr"))
+        with open(request_path, "wb") as f:
+            pickle.dump({"path": [_ROOT, *[p for p in sys.path if p]], "module": module, "qualname": qualname,
+                         "args": args, "kwargs": kwargs, "memory_mb": int(memory_mb),
+                         "cpu_seconds": max(1, int(cpu_seconds))}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-c", _BOOT, request_path, result_path], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, start_new_session=True,
+                                    close_fds=True)
+            try:
+                code = proc.wait(timeout=timeout_seconds)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                raise ValidationError("sandbox.error.time", seconds=_num(timeout_seconds)) from None
+            except BaseException:  # KeyboardInterrupt, a Streamlit rerun: never leave the child behind
+                _kill(proc)
+                raise
+        outcome = None
+        if os.path.exists(result_path):
+            try:
+                with open(result_path, "rb") as f:
+                    outcome = pickle.load(f)
+            except Exception:
+                outcome = None
+        stderr_tail = Path(err_path).read_bytes()[-_STDERR_TAIL:].decode("utf-8", errors="replace")
+    if code == 0 and outcome is not None:
+        return _unwrap(outcome)
+    raise _stopped(code, memory_mb, cpu_seconds, stderr_tail)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and anything it started
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _stopped(code: int, memory_mb: int, cpu_seconds: int, stderr_tail: str) -> ValidationError:
+    if code in (-signal.SIGXCPU, -signal.SIGKILL) and "MemoryError" not in stderr_tail:
+        # SIGXCPU at the soft CPU limit, SIGKILL at the hard one (the kernel's OOM killer also uses SIGKILL)
+        if code == -signal.SIGXCPU:
+            return ValidationError("sandbox.error.time", seconds=_num(cpu_seconds))
+        return ValidationError("sandbox.error.memory", memory_mb=memory_mb)
+    if "MemoryError" in stderr_tail or "memory allocation of" in stderr_tail:  # Python, Rust's alloc failure
+        return ValidationError("sandbox.error.memory", memory_mb=memory_mb)
+    if code < 0:
+        try:
+            detail = signal.Signals(-code).name
+        except ValueError:
+            detail = f"signal {-code}"
+    else:
+        detail = f"exit status {code}"
+    return ValidationError("sandbox.error.crashed", detail=detail)
+
+
+def _unwrap(outcome: dict[str, Any]) -> Any:
+    if outcome["kind"] == "value":
+        return outcome["value"]
+    if outcome["kind"] == "memory":
+        raise ValidationError("sandbox.error.memory", memory_mb=outcome["memory_mb"])
+    if outcome["kind"] == "workbench_error":
+        raise _rebuild_error(outcome)
+    raise ReaderFailed(error=outcome["error"], child_traceback=outcome.get("traceback", ""))
+
+
+def _rebuild_error(outcome: dict[str, Any]) -> WorkbenchError:
+    """The same class, key and parameters as the child's error (WorkbenchError does not pickle by args)."""
+    try:
+        cls = getattr(importlib.import_module(outcome["module"]), outcome["qualname"])
+        if not (isinstance(cls, type) and issubclass(cls, WorkbenchError)):
+            cls = WorkbenchError
+    except Exception:
+        cls = WorkbenchError
+    error = cls.__new__(cls)
+    error.key, error.params = outcome["key"], outcome["params"]
+    Exception.__init__(error, outcome["text"])
+    return error
+
+
+# -- the child --------------------------------------------------------------------------------------
+def _limit_child(memory_mb: int, cpu_seconds: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + _CPU_GRACE))
+    if memory_mb > 0:
+        limit = _address_space() + memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (Linux), or 0 when unknown."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _write(result_path: str, outcome: dict[str, Any]) -> None:
+    tmp = result_path + ".part"
+    with open(tmp, "wb") as f:
+        pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, result_path)
+
+
+def _child_main(request: dict[str, Any], result_path: str) -> None:
+    memory_mb = request["memory_mb"]
+    func = importlib.import_module(request["module"])
+    for part in request["qualname"].split("."):
+        func = getattr(func, part)
+    _limit_child(memory_mb, request["cpu_seconds"])
+    try:
+        outcome: dict[str, Any] = {"kind": "value", "value": func(*request["args"], **request["kwargs"])}
+    except MemoryError:
+        outcome = {"kind": "memory", "memory_mb": memory_mb}
+    except WorkbenchError as exc:
+        outcome = {"kind": "workbench_error", "module": type(exc).__module__, "qualname": type(exc).__qualname__,
+                   "key": exc.key, "params": exc.params, "text": str(exc)}
+    except Exception as exc:
+        outcome = {"kind": "exception", "error": f"{type(exc).__name__}: {exc}"[:500],
+                   "traceback": traceback.format_exc()[-5000:]}
+    try:
+        _write(result_path, outcome)
+    except MemoryError:
+        _write(result_path, {"kind": "memory", "memory_mb": memory_mb})
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        if outcome["kind"] == "workbench_error":  # parameters that do not pickle: keep their text
+            outcome["params"] = {k: str(v) for k, v in outcome["params"].items()}
+            _write(result_path, outcome)
+        else:
+            _write(result_path, {"kind": "exception", "error": f"result cannot be returned: {exc}"[:500]})

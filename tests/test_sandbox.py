@@ -1,0 +1,146 @@
+"""Untrusted parsing runs in a child process: whatever the child does, the parent gets a value or a clear
+error and keeps serving. No test asserts on wall-clock time; timeouts are generous upper bounds only."""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from core.errors import NotFound, ValidationError
+from core.filesafety import check_upload
+from core.sandbox import ReaderFailed, run_isolated
+
+
+# -- what the children run (top level, importable by module path) ------------------------------------
+def add(a: int, b: int, scale: int = 1) -> dict:
+    return {"sum": (a + b) * scale, "pid": os.getpid()}
+
+
+def refuse(name: str) -> None:
+    raise ValidationError("file.error.encrypted", name=name)
+
+
+def not_found() -> None:
+    raise NotFound()
+
+
+def broken() -> None:
+    raise KeyError("sheet9")
+
+
+def abort() -> None:
+    os.abort()
+
+
+def exit_hard() -> None:
+    os._exit(101)  # what a Rust panic in a reader looks like from outside
+
+
+def allocate_at_once() -> int:
+    return len(bytearray(8 * 1024 ** 3))
+
+
+def allocate_slowly() -> int:
+    hoard = []
+    while True:
+        hoard.append(bytearray(16 * 1024 * 1024))
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def sleep_forever() -> None:
+    import time
+
+    time.sleep(3600)
+
+
+# -- tests -------------------------------------------------------------------------------------------
+def test_returns_the_value_from_another_process() -> None:
+    result = run_isolated(add, 2, 3, scale=10)
+    assert result["sum"] == 50 and result["pid"] != os.getpid()
+
+
+def test_workbench_errors_come_back_as_themselves() -> None:
+    with pytest.raises(ValidationError) as info:
+        run_isolated(refuse, "secret.xlsx")
+    err = info.value
+    assert type(err) is ValidationError
+    assert err.key == "file.error.encrypted" and err.params == {"name": "secret.xlsx"}
+    assert str(err) == ValidationError("file.error.encrypted", name="secret.xlsx").message("en")
+    with pytest.raises(NotFound):
+        run_isolated(not_found)
+
+
+def test_other_exceptions_become_a_reader_failure() -> None:
+    with pytest.raises(ReaderFailed) as info:
+        run_isolated(broken)
+    assert isinstance(info.value, ValidationError)
+    assert "KeyError" in str(info.value) and "sheet9" in str(info.value)
+    assert "broken" in info.value.child_traceback
+
+
+@pytest.mark.parametrize("func", [abort, exit_hard])
+def test_a_crash_is_a_clear_error_and_the_parent_lives_on(func) -> None:
+    with pytest.raises(ValidationError) as info:
+        run_isolated(func)
+    assert info.value.key == "sandbox.error.crashed"
+    assert "could not be read safely" in str(info.value)
+    assert run_isolated(add, 1, 1)["sum"] == 2
+
+
+@pytest.mark.parametrize("func", [allocate_at_once, allocate_slowly])
+def test_memory_past_the_limit_is_a_clear_error(func) -> None:
+    with pytest.raises(ValidationError) as info:
+        run_isolated(func, memory_mb=200, timeout_seconds=120)
+    assert info.value.key == "sandbox.error.memory", str(info.value)
+    assert "200 MB" in str(info.value)
+
+
+def test_cpu_past_the_limit_is_a_clear_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        run_isolated(spin, cpu_seconds=1, timeout_seconds=120)
+    assert info.value.key == "sandbox.error.time" and "1 s" in str(info.value)
+
+
+def test_wall_clock_timeout_kills_the_child() -> None:
+    with pytest.raises(ValidationError) as info:
+        run_isolated(sleep_forever, timeout_seconds=1)
+    assert info.value.key == "sandbox.error.time"
+
+
+def test_only_importable_functions_are_accepted() -> None:
+    with pytest.raises(TypeError):
+        run_isolated(lambda: 1)
+
+    def local() -> int:
+        return 1
+
+    with pytest.raises(TypeError):
+        run_isolated(local)
+
+
+def test_child_does_not_depend_on_the_parents_main(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """After Streamlit's AppTest, __main__ is app/Home.py; a child must not re-run it."""
+    page = tmp_path / "Home.py"
+    page.write_text("raise SystemExit('the page was imported in the child')\n")
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(page)
+    fake.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert run_isolated(add, 4, 5)["sum"] == 9
+
+
+def test_file_checks_run_isolated(tmp_path: Path) -> None:
+    path = tmp_path / "data.xlsx"
+    path.write_text("a,b\n1,2\n", encoding="utf-8")
+    assert run_isolated(check_upload, str(path)) == "csv"
+    path.write_bytes(b"")
+    with pytest.raises(ValidationError) as info:
+        run_isolated(check_upload, str(path))
+    assert info.value.key == "file.error.empty"

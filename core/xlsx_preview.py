@@ -53,6 +53,8 @@ from datetime import date, datetime, timedelta
 from os import PathLike
 from typing import IO, Any, Iterator
 
+from core.errors import ValidationError
+
 __all__ = ["Preview", "XlsxPreviewError", "sheets", "read_rows", "EXCEL_MAX_COLUMNS", "EXCEL_MAX_ROWS"]
 
 EXCEL_MAX_COLUMNS = 16384  # XFD
@@ -68,13 +70,17 @@ _MAIN_NS = (
 _REL_TYPE_SUFFIX_WORKSHEET = ("/worksheet", "/chartsheet", "/dialogsheet", "/macrosheet")
 
 
-class XlsxPreviewError(ValueError):
-    """The workbook cannot be previewed. `reason` is a stable code for a message catalog:
-    ``not_xlsx``, ``corrupt``, ``encrypted``, ``dtd``, ``no_sheets``, ``sheet_not_found``, ``bad_argument``."""
+class XlsxPreviewError(ValidationError):
+    """The workbook cannot be previewed. The catalog key is ``xlsx.error.<reason>`` with the English
+    `detail`; `reason` is one of ``not_xlsx``, ``corrupt``, ``encrypted``, ``dtd``, ``no_sheets``,
+    ``sheet_not_found``, ``bad_argument``."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(key, detail=detail)
+
+    @property
+    def reason(self) -> str:
+        return self.key.rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -111,18 +117,18 @@ def _events(zf: zipfile.ZipFile, name: str, events: tuple[str, ...] = ("start", 
                     break
                 probe = tail + chunk
                 if any(token in probe for token in _FORBIDDEN):
-                    raise XlsxPreviewError("dtd", f"the workbook part {name} declares a document type (refused: entity expansion attacks)")
+                    raise XlsxPreviewError("xlsx.error.dtd", detail=f"the workbook part {name} declares a document type (refused: entity expansion attacks)")
                 tail = chunk[-20:]
                 parser.feed(chunk)
                 yield from parser.read_events()
             parser.close()
             yield from parser.read_events()
     except ET.ParseError as exc:
-        raise XlsxPreviewError("corrupt", f"the workbook part {name} is not well-formed XML ({exc})") from None
+        raise XlsxPreviewError("xlsx.error.corrupt", detail=f"the workbook part {name} is not well-formed XML ({exc})") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise XlsxPreviewError("corrupt", f"the workbook part {name} cannot be read ({exc})") from None
+        raise XlsxPreviewError("xlsx.error.corrupt", detail=f"the workbook part {name} cannot be read ({exc})") from None
     except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
-        raise XlsxPreviewError("encrypted", f"the workbook part {name} is encrypted") from None
+        raise XlsxPreviewError("xlsx.error.encrypted", detail=f"the workbook part {name} is encrypted") from None
 
 
 def _local(tag: str) -> str:
@@ -154,10 +160,9 @@ class _Package:
             except OSError:
                 pass
             if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-                raise XlsxPreviewError(
-                    "encrypted", "the file is an OLE compound document: a password-protected workbook or an old .xls, not an .xlsx"
-                ) from None
-            raise XlsxPreviewError("not_xlsx", "the file is not an .xlsx workbook (not a zip archive, or a damaged one)") from None
+                raise XlsxPreviewError("xlsx.error.encrypted", detail="the file is an OLE compound document:"
+                                       " a password-protected workbook or an old .xls, not an .xlsx") from None
+            raise XlsxPreviewError("xlsx.error.not_xlsx", detail="the file is not an .xlsx workbook (not a zip archive, or a damaged one)") from None
         self.names = {n.replace("\\", "/").lstrip("/").lower(): n for n in self.zf.namelist()}
 
     def close(self) -> None:
@@ -196,7 +201,7 @@ def _workbook(pkg: _Package) -> _Workbook:
     wb_part = next((r["target"] for r in pkg.rels("") if r["type"].endswith("/officeDocument")), "xl/workbook.xml")
     wb_name = pkg.find(wb_part) or pkg.find("xl/workbook.xml")
     if wb_name is None:
-        raise XlsxPreviewError("not_xlsx", "the archive has no workbook part (xl/workbook.xml): it is not an .xlsx workbook")
+        raise XlsxPreviewError("xlsx.error.not_xlsx", detail="the archive has no workbook part (xl/workbook.xml): it is not an .xlsx workbook")
     wb_part = wb_name.replace("\\", "/").lstrip("/")
     rels = pkg.rels(wb_part)
     by_id = {r["id"]: r for r in rels}
@@ -337,7 +342,7 @@ def _serial_to_text(serial: float, kind: str, date1904: bool) -> str:
         total = round(serial * 86400)
         return ("-" if total < 0 else "") + _hms(abs(total))
     if serial < 0:
-        raise ValueError("negative date serial")
+        raise ValueError(serial)  # a negative date serial
     total = round(serial * 86400)
     days, seconds = divmod(total, 86400)
     if kind == _TIME or (0 <= serial < 1 and kind in (_DATE, _DATETIME)):
@@ -427,7 +432,7 @@ def read_rows(
     `sheet` is a name, a 0-based index, or None for the first visible worksheet. Cells past
     `max_columns` are skipped with a warning."""
     if start_row < 1 or limit < 0 or max_columns < 1:
-        raise XlsxPreviewError("bad_argument", "start_row and max_columns must be at least 1 and limit at least 0")
+        raise XlsxPreviewError("xlsx.error.bad_argument", detail="start_row and max_columns must be at least 1 and limit at least 0")
     max_columns = min(max_columns, EXCEL_MAX_COLUMNS)
     end_row = min(start_row + limit - 1, EXCEL_MAX_ROWS)
     pkg = _Package(path)
@@ -471,14 +476,14 @@ def read_rows(
 
 def _pick_sheet(sheet_list: list[dict[str, Any]], sheet: str | int | None) -> dict[str, Any]:
     if not sheet_list:
-        raise XlsxPreviewError("no_sheets", "the workbook has no sheets")
+        raise XlsxPreviewError("xlsx.error.no_sheets", detail="the workbook has no sheets")
     if sheet is None:
         visible = [s for s in sheet_list if not s["hidden"] and s["part"] is not None]
         return (visible or sheet_list)[0]
     if isinstance(sheet, int) and not isinstance(sheet, bool):
         if 0 <= sheet < len(sheet_list):
             return sheet_list[sheet]
-        raise XlsxPreviewError("sheet_not_found", f"the workbook has {len(sheet_list)} sheets; there is no sheet number {sheet + 1}")
+        raise XlsxPreviewError("xlsx.error.sheet_not_found", detail=f"the workbook has {len(sheet_list)} sheets; there is no sheet number {sheet + 1}")
     for s in sheet_list:
         if s["name"] == sheet:
             return s
@@ -486,7 +491,7 @@ def _pick_sheet(sheet_list: list[dict[str, Any]], sheet: str | int | None) -> di
         if s["name"].casefold() == str(sheet).casefold():
             return s
     names = ", ".join(repr(s["name"]) for s in sheet_list)
-    raise XlsxPreviewError("sheet_not_found", f"the workbook has no sheet named {sheet!r} (sheets: {names})")
+    raise XlsxPreviewError("xlsx.error.sheet_not_found", detail=f"the workbook has no sheet named {sheet!r} (sheets: {names})")
 
 
 def _stream_sheet(

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from core import audit, clock, tabular
+from core import audit, clock, filesafety, sandbox, tabular, xlsx_preview
 from core.errors import NotFound, ValidationError, WorkbenchError
 from core.permissions import Action, require
 from core.principal import Principal
@@ -240,12 +240,17 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None) -> dict[s
     """Run one pending import to its end (ready or failed); None when it was not pending.
 
     Called by a worker thread now and by the scheduler service later: the same function either way.
+    The file is checked before any parser sees it, and parsed in a resource-limited child process, so
+    a hostile file can fail its own import but never take down the app or the service.
     """
     row = claim(store, dataset_id, now)
     if row is None:
         return None
+    config = json.loads(row["ingest_config"] or "{}")
+    limits = {key: store.config[key] for key in ("dataset_max_rows", "dataset_max_columns")}
     try:
-        names, records = read_table(Path(row["raw_path"]), json.loads(row["ingest_config"] or "{}"), store.config)
+        fmt = filesafety.check_upload(row["raw_path"], max_bytes=int(store.config["dataset_max_mb"]) * 1048576)
+        names, records = sandbox.run_isolated(read_table, row["raw_path"], fmt, config, limits)
     except WorkbenchError as exc:
         finish(store, dataset_id, error=exc, now=now)
     else:
@@ -255,30 +260,36 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None) -> dict[s
         return _public(_row(tx, dataset_id))
 
 
-def read_table(path: Path, config: dict[str, Any], settings: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """A whole file as (column names, records), within the configured limits."""
-    kind = path.suffix.lower().lstrip(".")
-    if kind == "json":
-        records = tabular.read_json_records(path)
+def read_table(path: str, fmt: str, config: dict[str, Any],
+               limits: dict[str, int]) -> tuple[list[str], list[dict[str, Any]]]:
+    """A whole checked file as (column names, records), within the limits. Runs in the sandbox."""
+    if fmt == "json":
+        records = tabular.read_json_records(Path(path))
         names = list(dict.fromkeys(k for r in records for k in r))
-        _check_limits(len(records), len(names), settings)
+        _check_limits(len(records), len(names), limits)
         return names, records
-    if kind != "csv":
-        raise ValidationError("dataset.error.format", format=kind or "?", supported="csv, json")
-    rows = list(tabular.iter_csv(path))
+    if fmt == "csv":
+        rows = list(tabular.iter_csv(Path(path)))
+    elif fmt in ("xlsx", "xlsm"):
+        preview = xlsx_preview.read_rows(path, sheet=config.get("sheet"), limit=int(limits["dataset_max_rows"]) + 50,
+                                         max_columns=int(limits["dataset_max_columns"]) + 1)
+        rows = preview.rows
+    else:
+        raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, csv, json")
     header_at = int(config["header_row"]) - 1 if config.get("header_row") else tabular.detect_header(rows)
     start = max(int(config.get("start_row") or header_at + 2) - 1, header_at + 1)
     end = int(config["end_row"]) if config.get("end_row") else len(rows)
     body = [r for r in rows[start:end] if any(v is not None for v in r)]
-    _check_limits(len(body), max([len(rows[header_at]) if rows else 0, *(len(r) for r in body)]), settings)
-    return tabular.to_records(rows[header_at] if rows else [], body)
+    header = rows[header_at] if header_at < len(rows) else []
+    _check_limits(len(body), max([len(header), *(len(r) for r in body)]), limits)
+    return tabular.to_records(header, body)
 
 
-def _check_limits(rows: int, columns: int, settings: Any) -> None:
-    if rows > int(settings["dataset_max_rows"]):
-        raise ValidationError("dataset.error.too_many_rows", rows=rows, max=settings["dataset_max_rows"])
-    if columns > int(settings["dataset_max_columns"]):
-        raise ValidationError("dataset.error.too_many_columns", columns=columns, max=settings["dataset_max_columns"])
+def _check_limits(rows: int, columns: int, limits: dict[str, int]) -> None:
+    if rows > int(limits["dataset_max_rows"]):
+        raise ValidationError("dataset.error.too_many_rows", rows=rows, max=limits["dataset_max_rows"])
+    if columns > int(limits["dataset_max_columns"]):
+        raise ValidationError("dataset.error.too_many_columns", columns=columns, max=limits["dataset_max_columns"])
 
 
 # -- DocWrangler's uploads ---------------------------------------------------------------------------

@@ -117,3 +117,29 @@ def test_docwrangler_uploads_appear_as_user_uploads_once(store: Store, team) -> 
     assert found["broken"]["ingest_status"] == "failed" and found["broken"]["error"]["key"] == "dataset.error.json"
     datasets.delete(store, team["nsadmin"], found["reviews"]["id"])
     assert (files / "reviews.json").exists()  # the legacy file is DocWrangler's: left where it was
+
+
+def test_an_excel_upload_imports_under_its_title_block(store: Store, team, tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["季度报表"])
+    sheet.append([])
+    sheet.append(["日期", "地区", "数量"])
+    from datetime import date
+
+    sheet.append([date(2026, 1, 5), "华东", 3])
+    sheet.append([date(2026, 1, 6), "华北", 4])
+    path = tmp_path / "q1.xlsx"
+    book.save(path)
+    done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="q1.xlsx")["id"])
+    assert done["ingest_status"] == "ready" and done["row_count"] == 2
+    assert json.loads(Path(done["path"]).read_text(encoding="utf-8"))[0] == {"日期": "2026-01-05", "地区": "华东", "数量": 3}
+
+
+def test_the_format_comes_from_the_bytes_and_hostile_files_fail_alone(store: Store, team) -> None:
+    disguised = datasets.ingest(store, upload(store, team["editor"], filename="really-csv.xlsx")["id"])
+    assert disguised["ingest_status"] == "ready" and disguised["row_count"] == 2
+    junk = datasets.ingest(store, upload(store, team["editor"], content=bytes(range(256)) * 64, filename="x.xlsx")["id"])
+    assert junk["ingest_status"] == "failed" and junk["error"]["message"]

@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core import tabular
 from core.errors import ValidationError
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -144,14 +145,12 @@ def _sniff_text(path: Path, head: bytes, complete: bool) -> str:
 
 
 def _decodes_as_text(sample: bytes, complete: bool) -> bool:
-    """UTF-8 or GB18030 (what Excel saves on Chinese Windows); a sample cut mid-character still counts."""
-    for codec in ("utf-8", "gb18030"):
-        try:
-            codecs.getincrementaldecoder(codec)().decode(sample, final=complete)
-            return True
-        except UnicodeDecodeError:
-            continue
-    return False
+    """The same encodings the CSV reader accepts (`tabular.detect_encoding`)."""
+    try:
+        tabular.detect_encoding(sample, complete)
+    except ValidationError:
+        return False
+    return True
 
 
 # -- zip container --------------------------------------------------------------------------------

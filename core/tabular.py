@@ -125,16 +125,17 @@ def to_records(header: list[Any], rows: Iterable[list[Any]]) -> tuple[list[str],
 
 
 # -- CSV ---------------------------------------------------------------------------------------------
-def detect_encoding(sample: bytes) -> str:
+def detect_encoding(sample: bytes, complete: bool = False) -> str:
     """UTF-8 (with or without BOM), else GB18030 (a superset of the GBK that Excel writes on Chinese
-    Windows); anything else is refused with a clear error."""
+    Windows); anything else is refused with a clear error. A sample cut mid-character still counts
+    unless `complete` says it is the whole file."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     for encoding in ("utf-8", "gb18030"):
         try:
-            codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
+            codecs.getincrementaldecoder(encoding)().decode(sample, final=complete)
             return encoding
         except UnicodeDecodeError:
             continue

@@ -337,3 +337,54 @@ def _legacy_name(tx: Tx, namespace: str, stem: str) -> str:
         n += 1
         name = f"{stem[:190]} ({n})"
     return name
+
+
+# -- preview -----------------------------------------------------------------------------------------
+PREVIEW_SCAN_ROWS = 200
+
+
+def preview(path: str | Path, *, sheet: str | None = None, header_row: int | None = None,
+            start_row: int | None = None, end_row: int | None = None, limit: int = 20,
+            max_mb: int = 50) -> dict[str, Any]:
+    """What an import would produce, without reading the whole file (the CLI's JSON contract).
+
+    Returns `format`, `sheets` ([{name, hidden}]), `sheet`, `header_row` (1-based, detected unless
+    given), `columns` ([{name, type}] inferred from the sample), `rows` (objects), `total_rows` (None
+    when only a full read would tell) and `warnings`.
+    """
+    path = Path(path)
+    fmt = filesafety.check_upload(path, max_bytes=max_mb * 1048576)
+    sheet_list: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    total: int | None = None
+    scan = max(PREVIEW_SCAN_ROWS, (header_row or 0) + (limit or 0) + 1, (start_row or 0) + (limit or 0))
+    if fmt in ("xlsx", "xlsm"):
+        sheet_list = xlsx_preview.sheets(path)
+        window = xlsx_preview.read_rows(path, sheet=sheet, limit=scan)
+        rows, sheet, warnings = window.rows, window.sheet, list(window.warnings)
+        total = None if window.has_more else len(rows)
+    elif fmt == "csv":
+        rows = []
+        for row in tabular.iter_csv(path):
+            rows.append(row)
+            if len(rows) > scan:
+                break
+        total = None if len(rows) > scan else len(rows)
+        rows = rows[:scan]
+    elif fmt == "json":
+        records = tabular.read_json_records(path)
+        names = list(dict.fromkeys(k for r in records for k in r))
+        sample = records[:limit]
+        return {"format": fmt, "sheets": [], "sheet": None, "header_row": None,
+                "columns": [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names],
+                "rows": sample, "total_rows": len(records), "warnings": []}
+    else:
+        raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, csv, json")
+    header_at = header_row - 1 if header_row else tabular.detect_header(rows)
+    first = max((start_row or header_at + 2) - 1, header_at + 1)
+    last = end_row if end_row else len(rows)
+    body = [r for r in rows[first:last] if any(v is not None for v in r)]
+    names, records = tabular.to_records(rows[header_at] if header_at < len(rows) else [], body)
+    return {"format": fmt, "sheets": sheet_list, "sheet": sheet, "header_row": header_at + 1,
+            "columns": [{"name": n, "type": tabular.infer_type(r.get(n) for r in records)} for n in names],
+            "rows": records[:limit], "total_rows": None if total is None else len(body), "warnings": warnings}

@@ -143,3 +143,45 @@ def test_the_format_comes_from_the_bytes_and_hostile_files_fail_alone(store: Sto
     assert disguised["ingest_status"] == "ready" and disguised["row_count"] == 2
     junk = datasets.ingest(store, upload(store, team["editor"], content=bytes(range(256)) * 64, filename="x.xlsx")["id"])
     assert junk["ingest_status"] == "failed" and junk["error"]["message"]
+
+
+def _workbook(tmp_path: Path) -> Path:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "数据"
+    for row in (["2026 报表"], [], ["编号", "名称", "数量"], ["00123", "甲", 1], ["00456", "乙", 2.5]):
+        sheet.append(row)
+    hidden = book.create_sheet("备注")
+    hidden.sheet_state = "hidden"
+    hidden.append(["x"])
+    path = tmp_path / "book.xlsx"
+    book.save(path)
+    return path
+
+
+def test_preview_detects_the_header_and_can_be_overridden(tmp_path: Path) -> None:
+    path = _workbook(tmp_path)
+    seen = datasets.preview(path)
+    assert seen["format"] == "xlsx" and seen["sheet"] == "数据" and seen["header_row"] == 3
+    assert seen["sheets"] == [{"name": "数据", "hidden": False}, {"name": "备注", "hidden": True}]
+    assert seen["columns"] == [{"name": "编号", "type": "text"}, {"name": "名称", "type": "text"},
+                               {"name": "数量", "type": "number"}]
+    assert seen["rows"][0] == {"编号": "00123", "名称": "甲", "数量": 1} and seen["total_rows"] == 2
+    other = datasets.preview(path, header_row=4)
+    assert [c["name"] for c in other["columns"]] == ["00123", "甲", "1"] and other["total_rows"] == 1
+
+
+def test_preview_of_csv_and_json_and_a_bad_file(tmp_path: Path) -> None:
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_bytes(CSV)
+    assert datasets.preview(csv_path)["header_row"] == 3
+    json_path = tmp_path / "a.json"
+    json_path.write_text('[{"a": 1}, {"a": 2, "b": "x"}]')
+    seen = datasets.preview(json_path, limit=1)
+    assert seen["rows"] == [{"a": 1}] and seen["total_rows"] == 2 and [c["name"] for c in seen["columns"]] == ["a", "b"]
+    junk = tmp_path / "junk.xlsx"
+    junk.write_bytes(b"PK\x03\x04" + bytes(200))
+    with pytest.raises(ValidationError):
+        datasets.preview(junk)

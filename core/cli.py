@@ -10,13 +10,14 @@ import getpass
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 import duckdb
 
-from core import audit, auth, namespaces, settings, users
+from core import audit, auth, datasets, namespaces, settings, users
 from core.config import Config
-from core.errors import PermissionDenied, WorkbenchError
+from core.errors import PermissionDenied, ValidationError, WorkbenchError
 from core.principal import Principal
 from core.settings import open_store
 from core.store import Store
@@ -139,6 +140,28 @@ def cmd_settings_reset(store: Store, who: Principal, args: argparse.Namespace) -
     return f"{args.key} reset"
 
 
+def _ingest_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in (("sheet", args.sheet), ("header_row", args.header_row), ("start_row", args.start_row),
+                              ("end_row", args.end_row)) if v is not None}
+
+
+def cmd_dataset_preview(store: Store, who: Principal, args: argparse.Namespace) -> Any:
+    return datasets.preview(args.path, limit=args.limit, max_mb=int(store.config["dataset_max_mb"]),
+                            **_ingest_config(args))
+
+
+def cmd_dataset_import(store: Store, who: Principal, args: argparse.Namespace) -> Any:
+    """Upload a local file into a namespace and wait for its import."""
+    path = Path(args.path)
+    made = datasets.create_upload(store, who, args.namespace, path.name, path.read_bytes(), name=args.name,
+                                  config=_ingest_config(args))
+    done = datasets.ingest(store, made["id"]) or datasets.get(store, who, made["id"])
+    if done["error"]:  # registered as failed; the command itself fails with the reason
+        raise ValidationError(done["error"]["key"], **done["error"]["params"])
+    return {"id": done["id"], "name": done["name"], "status": done["ingest_status"], "row_count": done["row_count"],
+            "columns": done["schema"] or [], "path": done["path"], "error": None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m core", description="DocETL Workbench command line")
     parser.add_argument("--user", dest="acting_user", help="act as this user (password from DOCETL_WB_PASSWORD)")
@@ -184,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor")
     p.add_argument("--namespace")
     p.add_argument("--limit", type=int, default=100_000)
+    data = sub.add_parser("dataset", help="Data Center").add_subparsers(dest="action", required=True)
+    for name, func in (("preview", cmd_dataset_preview), ("import", cmd_dataset_import)):
+        p = add(data, name, func)
+        p.add_argument("path")
+        p.add_argument("--sheet")
+        p.add_argument("--header-row", type=int)
+        p.add_argument("--start-row", type=int)
+        p.add_argument("--end-row", type=int)
+        if name == "preview":
+            p.add_argument("--limit", type=int, default=20)
+        else:
+            p.add_argument("--namespace", required=True)
+            p.add_argument("--name")
     conf = sub.add_parser("settings", help="admin settings").add_subparsers(dest="action", required=True)
     add(conf, "list", cmd_settings_list)
     p = add(conf, "set", cmd_settings_set)
@@ -208,7 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(args.func(store, who, args), args.json)
         return 0
     except WorkbenchError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        if args.json and args.command == "dataset":  # the JSON contract: one {"error": ...} line
+            print(json.dumps({"error": _one_line(exc)}, ensure_ascii=False))
+        else:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

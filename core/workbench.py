@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
-from core import audit, auth, namespaces, settings, users
+from core import audit, auth, datasets, namespaces, settings, users
 from core.config import Config
 from core.errors import WorkbenchError
 from core.principal import Principal
@@ -93,6 +93,24 @@ class Workbench:
         rows = audit.query(self.store, self.principal, since=since, **filters)
         return pl.DataFrame(rows) if rows else pl.DataFrame(schema=list(audit.COLUMNS))
 
+    # -- Data Center -----------------------------------------------------------------------------
+    def preview_excel(self, path: str | Path, **options: Any) -> "PreviewTable":
+        """Preview a spreadsheet (or CSV/JSON) before importing it: renders as a table in Jupyter."""
+        return PreviewTable(datasets.preview(path, max_mb=int(self.store.config["dataset_max_mb"]), **options))
+
+    def import_dataset(self, path: str | Path, namespace: str, name: str | None = None,
+                       **config: Any) -> dict[str, Any]:
+        """Upload a local file into a namespace and wait for the import (same checks as the page)."""
+        source = Path(path)
+        made = datasets.create_upload(self.store, self.principal, namespace, source.name, source.read_bytes(),
+                                      name=name, config=config)
+        return datasets.ingest(self.store, made["id"]) or datasets.get(self.store, self.principal, made["id"])
+
+    def datasets(self, namespace: str) -> pl.DataFrame:
+        rows = datasets.list_datasets(self.store, self.principal, namespace)
+        return pl.DataFrame([{k: r[k] for k in ("id", "name", "source", "ingest_status", "row_count", "updated_at")}
+                             for r in rows]) if rows else pl.DataFrame()
+
     def settings(self) -> pl.DataFrame:
         rows = settings.describe(self.store, self.principal, self.base)
         return pl.DataFrame([{k: str(v) for k, v in r.items()} for r in rows])
@@ -105,3 +123,21 @@ def _config(home: str | Path | None, environ: Mapping[str, str] | None) -> Confi
     if home is not None:
         env["DOCETL_HOME_DIR"] = str(home)
     return Config.from_env(env)
+
+
+class PreviewTable(dict):
+    """A preview (the CLI's JSON contract, as a dict) that Jupyter shows as its rows, with the detected
+    header row, column types and warnings above them."""
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self["rows"], infer_schema_length=None) if self["rows"] else pl.DataFrame()
+
+    def _repr_html_(self) -> str:
+        import html
+
+        types = ", ".join(f"{c['name']}: {c['type']}" for c in self["columns"])
+        notes = "".join(f"<li>{html.escape(w)}</li>" for w in self["warnings"])
+        head = (f"<p>{html.escape(self['format'])} · sheet {html.escape(str(self['sheet']))} · header row "
+                f"{self['header_row']} · rows {self['total_rows'] if self['total_rows'] is not None else '?'}</p>"
+                f"<p>{html.escape(types)}</p>" + (f"<ul>{notes}</ul>" if notes else ""))
+        return head + self.frame()._repr_html_()

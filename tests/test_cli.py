@@ -219,3 +219,29 @@ def test_settings_set_and_reset_from_the_command_line(tmp_path: Path) -> None:
     assert cli("settings", "reset", "login_max_failures").returncode == 0
     listed = json.loads(cli("settings", "list", "--json").stdout)
     assert {r["key"]: r["effective"] for r in listed}["login_max_failures"] == 5
+
+
+def test_dataset_preview_and_import_speak_json(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCETL_HOME_DIR": str(tmp_path / "home"), "DOCETL_WB_BCRYPT_ROUNDS": "4"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    data = tmp_path / "sales.csv"
+    data.write_text("报表\n\n地区,金额\n华东,100\n华北,200\n", encoding="utf-8")
+    assert cli("namespace", "create", "demo").returncode == 0
+    seen = json.loads(cli("dataset", "preview", str(data), "--json").stdout)
+    assert set(seen) == {"format", "sheets", "sheet", "header_row", "columns", "rows", "total_rows", "warnings"}
+    assert seen["header_row"] == 3 and seen["rows"][0] == {"地区": "华东", "金额": 100}
+    done = json.loads(cli("dataset", "import", str(data), "--namespace", "demo", "--json").stdout)
+    assert done["status"] == "ready" and done["row_count"] == 2 and Path(done["path"]).is_file()
+    assert set(done) == {"id", "name", "status", "row_count", "columns", "path", "error"}
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    for args in (("dataset", "preview", str(bad), "--json"),
+                 ("dataset", "import", str(bad), "--namespace", "demo", "--json")):
+        result = cli(*args)
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert len(lines) == 1 and "list of objects" in json.loads(lines[0])["error"]

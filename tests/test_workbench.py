@@ -165,3 +165,14 @@ def test_a_temporary_password_allows_nothing_but_changing_it(wb: Workbench, nb_h
     nina.change_password(temporary, "nina-new-password-1")
     assert "alpha" in nina.namespaces()["name"].to_list()
     assert not nina.members("alpha").is_empty()
+
+
+def test_preview_and_import_from_a_notebook(wb: Workbench, tmp_path: Path) -> None:
+    path = tmp_path / "scores.csv"
+    path.write_text("成绩单\n\n姓名,分数\n张三,90\n李四,85\n", encoding="utf-8")
+    seen = wb.preview_excel(path)
+    assert seen["header_row"] == 3 and seen["total_rows"] == 2
+    assert "张三" in seen._repr_html_() and "header row 3" in seen._repr_html_()
+    done = wb.import_dataset(path, "alpha", name="scores")
+    assert done["ingest_status"] == "ready" and done["row_count"] == 2
+    assert wb.datasets("alpha")["name"].to_list() == ["scores"]

@@ -274,8 +274,10 @@ def read_table(path: str, fmt: str, config: dict[str, Any],
         preview = xlsx_preview.read_rows(path, sheet=config.get("sheet"), limit=int(limits["dataset_max_rows"]) + 50,
                                          max_columns=int(limits["dataset_max_columns"]) + 1)
         rows = preview.rows
+    elif fmt == "xls":
+        rows = xls_rows(path, config.get("sheet"), int(limits["dataset_max_rows"]) + 50)[1]
     else:
-        raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, csv, json")
+        raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, xls, csv, json")
     header_at = int(config["header_row"]) - 1 if config.get("header_row") else tabular.detect_header(rows)
     start = max(int(config.get("start_row") or header_at + 2) - 1, header_at + 1)
     end = int(config["end_row"]) if config.get("end_row") else len(rows)
@@ -363,6 +365,9 @@ def preview(path: str | Path, *, sheet: str | None = None, header_row: int | Non
         window = xlsx_preview.read_rows(path, sheet=sheet, limit=scan)
         rows, sheet, warnings = window.rows, window.sheet, list(window.warnings)
         total = None if window.has_more else len(rows)
+    elif fmt == "xls":
+        sheet_list, rows, sheet, total = xls_rows(str(path), sheet, scan)
+        total = None if total > len(rows) else total
     elif fmt == "csv":
         rows = []
         for row in tabular.iter_csv(path):
@@ -379,7 +384,7 @@ def preview(path: str | Path, *, sheet: str | None = None, header_row: int | Non
                 "columns": [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names],
                 "rows": sample, "total_rows": len(records), "warnings": []}
     else:
-        raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, csv, json")
+        raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, xls, csv, json")
     header_at = header_row - 1 if header_row else tabular.detect_header(rows)
     first = max((start_row or header_at + 2) - 1, header_at + 1)
     last = end_row if end_row else len(rows)
@@ -388,3 +393,44 @@ def preview(path: str | Path, *, sheet: str | None = None, header_row: int | Non
     return {"format": fmt, "sheets": sheet_list, "sheet": sheet, "header_row": header_at + 1,
             "columns": [{"name": n, "type": tabular.infer_type(r.get(n) for r in records)} for n in names],
             "rows": records[:limit], "total_rows": None if total is None else len(body), "warnings": warnings}
+
+
+def xls_rows(path: str, sheet: str | None, limit: int) -> tuple[list[dict[str, Any]], list[list[Any]], str, int]:
+    """(sheets, first `limit` rows, sheet name, total rows) of a legacy .xls, values as in .xlsx.
+
+    xlrd loads sheets on demand; dates become ISO 8601 strings, whole numbers ints, errors None.
+    """
+    import xlrd
+
+    try:
+        book = xlrd.open_workbook(path, on_demand=True)
+    except xlrd.XLRDError as exc:
+        raise ValidationError("xlsx.error.corrupt", detail=str(exc)) from None
+    try:
+        names = book.sheet_names()
+        sheet_list = [{"name": n, "hidden": bool(book.sheet_by_name(n).visibility)} for n in names]
+        chosen = sheet if sheet is not None else next((s["name"] for s in sheet_list if not s["hidden"]), names[0])
+        if chosen not in names:
+            raise ValidationError("xlsx.error.sheet_not_found", detail=f"no sheet named {chosen!r} (sheets: {names})")
+        data = book.sheet_by_name(chosen)
+        rows = [[_xls_value(cell, book.datemode) for cell in data.row(i)] for i in range(min(limit, data.nrows))]
+        return sheet_list, rows, chosen, data.nrows
+    finally:
+        book.release_resources()
+
+
+def _xls_value(cell: Any, datemode: int) -> Any:
+    import xlrd
+
+    if cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK, xlrd.XL_CELL_ERROR):
+        return None
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        moment = xlrd.xldate.xldate_as_datetime(cell.value, datemode)
+        if cell.value < 1:
+            return moment.strftime("%H:%M:%S")
+        return moment.date().isoformat() if moment.time() == moment.min.time() else moment.isoformat()
+    if cell.ctype == xlrd.XL_CELL_NUMBER:
+        return int(cell.value) if float(cell.value).is_integer() else cell.value
+    if cell.ctype == xlrd.XL_CELL_BOOLEAN:
+        return bool(cell.value)
+    return cell.value if str(cell.value).strip() else None

@@ -185,3 +185,29 @@ def test_preview_of_csv_and_json_and_a_bad_file(tmp_path: Path) -> None:
     junk.write_bytes(b"PK\x03\x04" + bytes(200))
     with pytest.raises(ValidationError):
         datasets.preview(junk)
+
+
+def test_a_legacy_xls_previews_and_imports(store: Store, team, tmp_path: Path) -> None:
+    from datetime import date
+
+    import xlwt
+
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("旧表")
+    dated = xlwt.easyxf(num_format_str="YYYY-MM-DD")
+    for col, value in enumerate(["日期", "编号", "数量"]):
+        sheet.write(2, col, value)
+    sheet.write(0, 0, "2019 年旧报表")
+    sheet.write(3, 0, date(2019, 5, 1), dated)
+    sheet.write(3, 1, "00123")
+    sheet.write(3, 2, 7)
+    sheet.write(4, 0, date(2019, 5, 2), dated)
+    sheet.write(4, 1, "00456")
+    sheet.write(4, 2, 2.5)
+    path = tmp_path / "old.xls"
+    book.save(str(path))
+    seen = datasets.preview(path)
+    assert seen["format"] == "xls" and seen["sheet"] == "旧表" and seen["header_row"] == 3
+    assert seen["rows"][0] == {"日期": "2019-05-01", "编号": "00123", "数量": 7} and seen["total_rows"] == 2
+    done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="old.xls")["id"])
+    assert done["ingest_status"] == "ready" and done["row_count"] == 2

@@ -36,7 +36,11 @@ def pages_for(ctx: shell.Ctx) -> dict[str, list]:
                                  url_path="system-settings"))
     overview = st.Page("pages/overview.py", title=T("nav.overview"), icon=":material/home:", url_path="home",
                        default=True)
-    return {T("nav.section.workbench"): [overview], T("nav.section.settings"): settings}
+    workbench = [overview]
+    if can_somewhere(p, Action.VIEW):
+        workbench.append(st.Page("pages/data_center.py", title=T("nav.data_center"), icon=":material/database:",
+                                 url_path="data"))
+    return {T("nav.section.workbench"): workbench, T("nav.section.settings"): settings}
 
 
 def sidebar(ctx: shell.Ctx) -> None:

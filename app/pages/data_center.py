@@ -1,0 +1,219 @@
+"""Data Center: a namespace's datasets — list, upload → preview → import, detail, download, edit, delete."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+import shell
+from core import datasets
+from core.errors import WorkbenchError
+from core.i18n import t
+from core.permissions import Action, can
+from shell import T
+
+PAGE_SIZE = 50
+ctx = shell.current()
+st.title(T("datacenter.title"))
+ns = shell.namespace()
+if not ns:
+    st.info(T("datacenter.no_namespace"))
+    st.stop()
+if flash := st.session_state.pop("dc_flash", None):
+    st.success(flash)
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    """A failed import's stored error in the reader's language."""
+    if not error:
+        return ""
+    return t(error["key"], ctx.lang, **(error.get("params") or {})) if error.get("key") else error.get("message", "")
+
+
+def _preview(data: bytes, filename: str, **options: Any) -> dict[str, Any]:
+    """Preview uploaded bytes through a temporary file that is gone afterwards."""
+    with tempfile.TemporaryDirectory(prefix="wb-preview-") as tmp:
+        path = Path(tmp) / datasets.safe_filename(filename)
+        path.write_bytes(data)
+        return datasets.preview(path, max_mb=int(ctx.config["dataset_max_mb"]), **options)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)  # read-only here: no copy per run
+def _records(path: str, mtime: float) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def _csv(records: list[dict[str, Any]], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    writer.writerows([_cell(r.get(c)) for c in columns] for r in records)
+    return "\ufeff" + out.getvalue()  # BOM: Excel opens UTF-8 CSV correctly
+
+
+def _xlsx(records: list[dict[str, Any]], columns: list[str]) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("data")
+    sheet.append(columns)
+    for r in records:
+        sheet.append([_cell(r.get(c)) for c in columns])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+try:
+    datasets.sync_legacy(ctx.store, ctx.principal, ns)
+except WorkbenchError as exc:
+    shell.show_error(exc)
+
+# -- upload → preview → import -------------------------------------------------------------------------
+if can(ctx.principal, Action.UPLOAD_DATASET, ns):
+    with st.expander(T("datacenter.upload"), expanded=True):
+        n = st.session_state.setdefault("dc_upload_n", 0)
+        upload = st.file_uploader(T("datacenter.file"), type=["xlsx", "xlsm", "xls", "csv", "json"], key=f"dc_upload_{n}")
+        if upload is not None:
+            if st.session_state.get("dc_file") != upload.file_id:  # a new file: forget the last one's options
+                for key in ("dc_sheet", "dc_name"):
+                    st.session_state.pop(key, None)
+                st.session_state["dc_file"] = upload.file_id
+            data = upload.getvalue()
+            try:
+                base = _preview(data, upload.name)
+                sheet = None
+                if base["sheets"]:
+                    sheet = shell.choose(st, T("datacenter.sheet"), {
+                        s["name"]: s["name"] + (f" ({T('datacenter.hidden')})" if s["hidden"] else "")
+                        for s in base["sheets"]}, "dc_sheet", base["sheet"])
+                    if sheet != base["sheet"]:
+                        base = _preview(data, upload.name, sheet=sheet)
+                if st.session_state.get("dc_for") != (upload.file_id, sheet):  # another file or sheet: detect again
+                    for key in ("dc_header", "dc_start", "dc_end"):
+                        st.session_state.pop(key, None)
+                    st.session_state["dc_for"] = (upload.file_id, sheet)
+                options: dict[str, Any] = {"sheet": sheet}
+                if base["header_row"] is not None:
+                    left, mid, right = st.columns(3)
+                    options["header_row"] = int(left.number_input(T("datacenter.header_row"), min_value=1, step=1,
+                                                                  value=base["header_row"], key="dc_header"))
+                    options["start_row"] = mid.number_input(T("datacenter.start_row"), min_value=1, step=1,
+                                                            value=None, key="dc_start")
+                    options["end_row"] = right.number_input(T("datacenter.end_row"), min_value=1, step=1,
+                                                            value=None, key="dc_end")
+                shown = base if options.get("header_row") == base["header_row"] and not (
+                    options.get("start_row") or options.get("end_row")) else _preview(data, upload.name, **options)
+                st.caption(T("datacenter.preview_caption", format=shown["format"], header_row=shown["header_row"] or "—",
+                             total=shown["total_rows"] if shown["total_rows"] is not None else "?"))
+                st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): c["type"]}
+                              for c in shown["columns"]], hide_index=True)
+                st.dataframe(shown["rows"], hide_index=True)
+                for warning in shown["warnings"]:
+                    st.warning(warning)
+                name = st.text_input(T("datacenter.name"), value=Path(datasets.safe_filename(upload.name)).stem,
+                                     key="dc_name")
+                if st.button(T("datacenter.import"), key="dc_import", type="primary"):
+                    with st.status(T("datacenter.importing"), expanded=True) as status:
+                        made = datasets.create_upload(ctx.store, ctx.principal, ns, upload.name, data, name=name,
+                                                      config={**options, "header_row": shown["header_row"]})
+                        status.write(T("datacenter.uploaded"))
+                        done = datasets.ingest(ctx.store, made["id"]) or datasets.get(ctx.store, ctx.principal, made["id"])
+                        ok = done["ingest_status"] == datasets.IngestStatus.READY.value
+                        status.update(label=T("datacenter.import_done" if ok else "datacenter.import_failed"),
+                                      state="complete" if ok else "error")
+                    if ok:
+                        st.session_state.update(dc_flash=T("datacenter.imported", name=done["name"],
+                                                           rows=done["row_count"]), dc_pick_next=done["name"],
+                                                dc_upload_n=n + 1)
+                        st.rerun()
+                    st.error(_error_text(done["error"]))
+            except WorkbenchError as exc:
+                shell.show_error(exc)
+
+# -- the list --------------------------------------------------------------------------------------------
+everything = datasets.list_datasets(ctx.store, ctx.principal, ns)
+left, mid, right = st.columns(3)
+source = shell.choose(left, T("datacenter.source"), {None: T("datacenter.all"), **{
+    s.value: T(f"datacenter.source.{s.value}") for s in datasets.Source}}, "dc_source")
+search = mid.text_input(T("datacenter.search"), key="dc_search")
+tags = sorted({tag for d in everything for tag in d["tags"]})
+tag = shell.choose(right, T("datacenter.tag"), {None: T("datacenter.all"), **{x: x for x in tags}}, "dc_tag")
+found = datasets.list_datasets(ctx.store, ctx.principal, ns, source=source, search=search or None, tag=tag)
+st.dataframe([{T("datacenter.name"): d["name"], T("datacenter.source"): T(f"datacenter.source.{d['source']}"),
+               T("datacenter.status"): T(f"datacenter.status.{d['ingest_status']}"), T("datacenter.rows"): d["row_count"],
+               T("datacenter.columns"): len(d["schema"] or []), T("datacenter.tags"): ", ".join(d["tags"]),
+               T("datacenter.updated"): shell.fmt_time(d["updated_at"])} for d in found],
+             hide_index=True, width="stretch")
+if not found:
+    st.info(T("datacenter.empty"))
+    st.stop()
+
+# -- one dataset -----------------------------------------------------------------------------------------
+by_name = {d["name"]: d for d in found}
+if st.session_state.get("dc_pick_next") in by_name:  # just imported or renamed: show that one
+    st.session_state["dc_pick"] = st.session_state.pop("dc_pick_next")
+picked = st.selectbox(T("datacenter.pick"), list(by_name), key="dc_pick")
+d = by_name[picked] if picked in by_name else found[0]
+st.subheader(d["name"])
+st.caption(" · ".join([T(f"datacenter.source.{d['source']}"), T(f"datacenter.status.{d['ingest_status']}"),
+                       d["created_by"], shell.fmt_time(d["created_at"])]))
+if d["description"]:
+    st.markdown(d["description"])
+if d["ingest_status"] == datasets.IngestStatus.FAILED.value:
+    st.error(_error_text(d["error"]))
+if d["schema"]:
+    st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): c["type"]} for c in d["schema"]],
+                 hide_index=True)
+if d["lineage"]:
+    st.markdown(f"**{T('datacenter.lineage')}**")
+    st.json(d["lineage"])
+path = Path(d["path"])
+if d["ingest_status"] == datasets.IngestStatus.READY.value and path.is_file():
+    records = _records(str(path), path.stat().st_mtime)
+    pages = max(1, -(-len(records) // PAGE_SIZE))
+    page = int(st.number_input(T("datacenter.page", pages=pages), min_value=1, max_value=pages, value=1, step=1,
+                               key="dc_page"))
+    st.dataframe(records[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], hide_index=True)
+    columns = [c["name"] for c in d["schema"] or []] or list(dict.fromkeys(k for r in records[:1000] for k in r))
+    one, two, three = st.columns(3)
+    one.download_button(T("datacenter.download_json"), path.read_bytes, f"{d['name']}.json", "application/json",
+                        key="dc_dl_json")
+    two.download_button(T("datacenter.download_csv"), lambda: _csv(records, columns), f"{d['name']}.csv", "text/csv",
+                        key="dc_dl_csv")
+    three.download_button(T("datacenter.download_xlsx"), lambda: _xlsx(records, columns), f"{d['name']}.xlsx",
+                          "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", key="dc_dl_xlsx")
+
+if can(ctx.principal, Action.UPLOAD_DATASET, ns):
+    with st.expander(T("datacenter.edit")), st.form("dc_edit"):
+        new_name = st.text_input(T("datacenter.name"), value=d["name"], key=f"dc_edit_name_{d['id']}")
+        description = st.text_area(T("datacenter.description"), value=d["description"] or "", key=f"dc_edit_desc_{d['id']}")
+        new_tags = st.text_input(T("datacenter.tags"), value=", ".join(d["tags"]), help=T("datacenter.tags_help"),
+                                 key=f"dc_edit_tags_{d['id']}")
+        if st.form_submit_button(T("common.save"), type="primary"):
+            try:
+                saved = datasets.update(ctx.store, ctx.principal, d["id"], name=new_name, description=description,
+                                        tags=new_tags.replace("，", ",").split(","))
+                st.session_state.update(dc_flash=T("datacenter.saved"), dc_pick_next=saved["name"])
+                st.rerun()
+            except WorkbenchError as exc:
+                shell.show_error(exc)
+
+if can(ctx.principal, Action.DELETE_RESOURCE, ns):
+    if shell.confirm_button(T("datacenter.delete"), "dc_delete", T("datacenter.confirm_delete", name=d["name"])):
+        try:
+            datasets.delete(ctx.store, ctx.principal, d["id"])
+            st.session_state.update(dc_flash=T("datacenter.deleted", name=d["name"]))
+            st.session_state.pop("dc_pick", None)
+            st.rerun()
+        except WorkbenchError as exc:
+            shell.show_error(exc)

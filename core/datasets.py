@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -271,9 +271,7 @@ def read_table(path: str, fmt: str, config: dict[str, Any],
     if fmt == "csv":
         rows = list(tabular.iter_csv(Path(path)))
     elif fmt in ("xlsx", "xlsm"):
-        preview = xlsx_preview.read_rows(path, sheet=config.get("sheet"), limit=int(limits["dataset_max_rows"]) + 50,
-                                         max_columns=int(limits["dataset_max_columns"]) + 1)
-        rows = preview.rows
+        rows = calamine_rows(path, config.get("sheet"), limits)
     elif fmt == "xls":
         rows = xls_rows(path, config.get("sheet"), int(limits["dataset_max_rows"]) + 50)[1]
     else:
@@ -434,3 +432,40 @@ def _xls_value(cell: Any, datemode: int) -> Any:
     if cell.ctype == xlrd.XL_CELL_BOOLEAN:
         return bool(cell.value)
     return cell.value if str(cell.value).strip() else None
+
+
+_EXCEL_ERRORS = frozenset({"#DIV/0!", "#N/A", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!", "#GETTING_DATA"})
+
+
+def calamine_rows(path: str, sheet: str | None, limits: dict[str, int]) -> list[list[Any]]:
+    """Every row of an .xlsx/.xlsm sheet through calamine (Rust, so only ever run in the sandbox),
+    with the same value rules as the preview: ISO dates, whole numbers as ints, blanks and errors None."""
+    from python_calamine import CalamineWorkbook
+
+    chosen = sheet if sheet is not None else next(
+        (s["name"] for s in xlsx_preview.sheets(path) if not s["hidden"]), None)
+    try:
+        book = CalamineWorkbook.from_path(path)
+        data = book.get_sheet_by_name(chosen) if chosen is not None else book.get_sheet_by_index(0)
+    except Exception as exc:  # calamine raises its own error types for damaged or missing parts
+        raise ValidationError("xlsx.error.corrupt", detail=str(exc)[:200]) from None
+    if data.total_height > int(limits["dataset_max_rows"]) + 50:
+        raise ValidationError("dataset.error.too_many_rows", rows=data.total_height, max=limits["dataset_max_rows"])
+    if data.total_width > int(limits["dataset_max_columns"]):
+        raise ValidationError("dataset.error.too_many_columns", columns=data.total_width,
+                              max=limits["dataset_max_columns"])
+    return [[_excel_value(v) for v in row] for row in data.to_python(skip_empty_area=False)]
+
+
+def _excel_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 1e15 else value
+    if isinstance(value, str):
+        return None if value == "" or value in _EXCEL_ERRORS else value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return str(value)
+    return value

@@ -1,0 +1,112 @@
+"""Full import of a 200k-row x 20-column workbook (shared strings, dates, blanks), in one run:
+
+    .venv/bin/python benchmarks/ingest.py                 # ours vs a raw calamine read
+    .venv/bin/python benchmarks/ingest.py --with-pandas   # also pandas.read_excel (openpyxl): ~1 min
+
+- ours:     core.datasets.ingest end to end (safety checks, parse in the sandbox child, normalized JSON
+            written atomically, status in the store), through a real Store in a temporary home;
+- calamine: python-calamine's raw read of the sheet into Python values (the Rust floor the import
+            builds on);
+- pandas:   pandas.read_excel(engine="openpyxl").
+Each runs in its own fresh interpreter, so its peak RSS is its own (for ours: the larger of the parent
+and the sandbox child). The workbook is benchmarks/preview.py's (generated once, cached).
+Goals (issue 3): import <= 1.5x the raw Rust read, >= 4x faster than pandas, peak RSS <= 1 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def child(reader: str, path: str) -> None:
+    os.environ.setdefault("DOCETL_WB_BCRYPT_ROUNDS", "4")
+    if reader == "ours":
+        from core import datasets
+        from core.config import Config
+        from core.principal import Principal
+        from core.settings import open_store
+        from core import namespaces
+
+        home = tempfile.mkdtemp()
+        store = open_store(Config.from_env({**os.environ, "DOCETL_HOME_DIR": home}))
+        operator = Principal.operator()
+        namespaces.create(store, operator, "bench")
+        data = Path(path).read_bytes()
+        start = time.perf_counter()
+        made = datasets.create_upload(store, operator, "bench", Path(path).name, data, config={"header_row": 1})
+        done = datasets.ingest(store, made["id"])
+        seconds = time.perf_counter() - start
+        rows = done["row_count"]
+        assert done["ingest_status"] == "ready", done["error"]
+    elif reader == "calamine":
+        from python_calamine import CalamineWorkbook
+
+        start = time.perf_counter()
+        rows = len(CalamineWorkbook.from_path(path).get_sheet_by_index(0).to_python()) - 1
+        seconds = time.perf_counter() - start
+    else:
+        import pandas
+
+        start = time.perf_counter()
+        rows = len(pandas.read_excel(path, engine="openpyxl"))
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}))
+
+
+def run(reader: str, path: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", reader, str(path)], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--with-pandas", action="store_true")
+    parser.add_argument("--child", nargs=2)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import preview  # the shared generator
+
+    path = preview.CACHE / f"preview_{preview.ROWS}x20.xlsx" if hasattr(preview, "CACHE") else None
+    if path is None or not path.exists():
+        path = ROOT / "benchmarks/.cache" / "preview_200000x20.xlsx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            preview.generate(path)
+    results = {"calamine": run("calamine", path), "ours": run("ours", path)}
+    if args.with_pandas:
+        results["pandas"] = run("pandas", path)
+    base = results["calamine"]["seconds"]
+    print(f"workbook: {path.name} ({path.stat().st_size / 1e6:.1f} MB), {results['ours']['rows']} rows imported")
+    for name, r in results.items():
+        print(f"{name:9s} {r['seconds']:7.2f} s  {r['seconds'] / base:5.2f}x raw   peak RSS {r['peak_mb']:7.0f} MB")
+    ratio = results["ours"]["seconds"] / base
+    print(f"{'PASS' if ratio <= 1.5 else 'FAIL'}  import <= 1.5x the raw Rust read: {ratio:.2f}x")
+    print(f"{'PASS' if results['ours']['peak_mb'] <= 1024 else 'FAIL'}  peak RSS <= 1 GB: "
+          f"{results['ours']['peak_mb']:.0f} MB")
+    if "pandas" in results:
+        speedup = results["pandas"]["seconds"] / results["ours"]["seconds"]
+        print(f"{'PASS' if speedup >= 4 else 'FAIL'}  >= 4x faster than pandas: {speedup:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,8 @@ written to a temporary file and renamed. This module is the only place an ingest
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -469,3 +471,37 @@ def _excel_value(value: Any) -> Any:
     if isinstance(value, timedelta):
         return str(value)
     return value
+
+
+# -- downloads and previews of uploaded bytes ------------------------------------------------------
+def preview_bytes(data: bytes, filename: str, **options: Any) -> dict[str, Any]:
+    """`preview` of an upload still in memory, through a private temporary file removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="wb-preview-") as tmp:
+        path = Path(tmp) / safe_filename(filename)
+        path.write_bytes(data)
+        return preview(path, **options)
+
+
+def export(records: list[dict[str, Any]], columns: list[str], fmt: str) -> bytes:
+    """A dataset as CSV (UTF-8 with BOM, so Excel opens it) or XLSX; nested values as JSON text."""
+    def cell(value: Any) -> Any:
+        return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([cell(r.get(c)) for c in columns] for r in records)
+        return ("\ufeff" + out.getvalue()).encode("utf-8")
+    if fmt == "xlsx":
+        from openpyxl import Workbook
+
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet("data")
+        sheet.append(columns)
+        for r in records:
+            sheet.append([cell(r.get(c)) for c in columns])
+        buffer = io.BytesIO()
+        book.save(buffer)
+        return buffer.getvalue()
+    raise ValidationError("error.export_format", value=fmt, choices="csv, xlsx")

@@ -211,3 +211,17 @@ def test_a_legacy_xls_previews_and_imports(store: Store, team, tmp_path: Path) -
     assert seen["rows"][0] == {"日期": "2019-05-01", "编号": "00123", "数量": 7} and seen["total_rows"] == 2
     done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="old.xls")["id"])
     assert done["ingest_status"] == "ready" and done["row_count"] == 2
+
+
+def test_exports_open_in_excel(tmp_path: Path) -> None:
+    import openpyxl
+
+    records = [{"名称": "甲", "n": 1, "tags": ["a"]}, {"名称": "乙", "n": None}]
+    text = datasets.export(records, ["名称", "n", "tags"], "csv").decode("utf-8")
+    assert text.startswith("\ufeff名称,n,tags") and '"[""a""]"' in text
+    path = tmp_path / "out.xlsx"
+    path.write_bytes(datasets.export(records, ["名称", "n", "tags"], "xlsx"))
+    rows = list(openpyxl.load_workbook(path).active.values)
+    assert rows == [("名称", "n", "tags"), ("甲", 1, '["a"]'), ("乙", None, None)]
+    with pytest.raises(ValidationError):
+        datasets.export(records, ["n"], "pdf")

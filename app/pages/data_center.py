@@ -1,10 +1,7 @@
 """Data Center: a namespace's datasets — list, upload → preview → import, detail, download, edit, delete."""
 from __future__ import annotations
 
-import csv
-import io
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +32,9 @@ def _error_text(error: dict[str, Any] | None) -> str:
     return t(error["key"], ctx.lang, **(error.get("params") or {})) if error.get("key") else error.get("message", "")
 
 
-def _preview(data: bytes, filename: str, **options: Any) -> dict[str, Any]:
-    """Preview uploaded bytes through a temporary file that is gone afterwards."""
-    with tempfile.TemporaryDirectory(prefix="wb-preview-") as tmp:
-        path = Path(tmp) / datasets.safe_filename(filename)
-        path.write_bytes(data)
-        return datasets.preview(path, max_mb=int(ctx.config["dataset_max_mb"]), **options)
-
-
 @st.cache_resource(max_entries=4, show_spinner=False)  # read-only here: no copy per run
 def _records(path: str, mtime: float) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
-
-
-def _csv(records: list[dict[str, Any]], columns: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    writer.writerows([_cell(r.get(c)) for c in columns] for r in records)
-    return "\ufeff" + out.getvalue()  # BOM: Excel opens UTF-8 CSV correctly
-
-
-def _xlsx(records: list[dict[str, Any]], columns: list[str]) -> bytes:
-    from openpyxl import Workbook
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("data")
-    sheet.append(columns)
-    for r in records:
-        sheet.append([_cell(r.get(c)) for c in columns])
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
 
 
 try:
@@ -90,14 +54,14 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                 st.session_state["dc_file"] = upload.file_id
             data = upload.getvalue()
             try:
-                base = _preview(data, upload.name)
+                base = datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]))
                 sheet = None
                 if base["sheets"]:
                     sheet = shell.choose(st, T("datacenter.sheet"), {
                         s["name"]: s["name"] + (f" ({T('datacenter.hidden')})" if s["hidden"] else "")
                         for s in base["sheets"]}, "dc_sheet", base["sheet"])
                     if sheet != base["sheet"]:
-                        base = _preview(data, upload.name, sheet=sheet)
+                        base = datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]), sheet=sheet)
                 if st.session_state.get("dc_for") != (upload.file_id, sheet):  # another file or sheet: detect again
                     for key in ("dc_header", "dc_start", "dc_end"):
                         st.session_state.pop(key, None)
@@ -112,7 +76,7 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                     options["end_row"] = right.number_input(T("datacenter.end_row"), min_value=1, step=1,
                                                             value=None, key="dc_end")
                 shown = base if options.get("header_row") == base["header_row"] and not (
-                    options.get("start_row") or options.get("end_row")) else _preview(data, upload.name, **options)
+                    options.get("start_row") or options.get("end_row")) else datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]), **options)
                 st.caption(T("datacenter.preview_caption", format=shown["format"], header_row=shown["header_row"] or "—",
                              total=shown["total_rows"] if shown["total_rows"] is not None else "?"))
                 st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): c["type"]}
@@ -188,9 +152,9 @@ if d["ingest_status"] == datasets.IngestStatus.READY.value and path.is_file():
     one, two, three = st.columns(3)
     one.download_button(T("datacenter.download_json"), path.read_bytes, f"{d['name']}.json", "application/json",
                         key="dc_dl_json")
-    two.download_button(T("datacenter.download_csv"), lambda: _csv(records, columns), f"{d['name']}.csv", "text/csv",
+    two.download_button(T("datacenter.download_csv"), lambda: datasets.export(records, columns, "csv"), f"{d['name']}.csv", "text/csv",
                         key="dc_dl_csv")
-    three.download_button(T("datacenter.download_xlsx"), lambda: _xlsx(records, columns), f"{d['name']}.xlsx",
+    three.download_button(T("datacenter.download_xlsx"), lambda: datasets.export(records, columns, "xlsx"), f"{d['name']}.xlsx",
                           "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", key="dc_dl_xlsx")
 
 if can(ctx.principal, Action.UPLOAD_DATASET, ns):

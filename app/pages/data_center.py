@@ -79,7 +79,7 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                     options.get("start_row") or options.get("end_row")) else datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]), **options)
                 st.caption(T("datacenter.preview_caption", format=shown["format"], header_row=shown["header_row"] or "—",
                              total=shown["total_rows"] if shown["total_rows"] is not None else "?"))
-                st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): c["type"]}
+                st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): T(f"datacenter.type.{c['type']}")}
                               for c in shown["columns"]], hide_index=True)
                 st.dataframe(shown["rows"], hide_index=True)
                 for warning in shown["warnings"]:
@@ -136,7 +136,8 @@ if d["description"]:
 if d["ingest_status"] == datasets.IngestStatus.FAILED.value:
     st.error(_error_text(d["error"]))
 if d["schema"]:
-    st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): c["type"]} for c in d["schema"]],
+    st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): T(f"datacenter.type.{c['type']}")}
+                  for c in d["schema"]],
                  hide_index=True)
 if d["lineage"]:
     st.markdown(f"**{T('datacenter.lineage')}**")

@@ -6,7 +6,7 @@ streamlit-authenticator writes and deletes the login cookie; core decides whethe
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ class Ctx:
     tz: str
     display_name: str = ""
     must_change_password: bool = False
+    reads: dict[str, Any] = field(default_factory=dict, compare=False)  # this run's reads, done once
 
     @property
     def config(self) -> Config:
@@ -73,7 +74,10 @@ def run(nav: Any) -> None:
 
 
 def visible_namespaces(ctx: Ctx) -> list[dict[str, Any]]:
-    return namespaces.list_visible(ctx.store, ctx.principal)
+    """The user's namespaces, read once per run (the sidebar and the page both need them)."""
+    if "namespaces" not in ctx.reads:
+        ctx.reads["namespaces"] = namespaces.list_visible(ctx.store, ctx.principal)
+    return ctx.reads["namespaces"]
 
 
 def namespace() -> str | None:

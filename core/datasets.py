@@ -21,6 +21,7 @@ from typing import Any
 
 from core import audit, clock, filesafety, sandbox, tabular, xlsx_preview
 from core.errors import NotFound, ValidationError, WorkbenchError
+from core.i18n import t
 from core.permissions import Action, require
 from core.principal import Principal
 from core.store import Store, Tx
@@ -113,16 +114,24 @@ def list_datasets(store: Store, principal: Principal, namespace: str, *, source:
                   search: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
     """A namespace's datasets, newest first, filtered by source, a name/description search and a tag."""
     require(principal, Action.VIEW, namespace)
-    where, params = ["namespace = ?"], [namespace]
-    if source:
-        where.append("source = ?")
-        params.append(Source(source).value)
-    if search:
-        where.append("(name ILIKE ? OR description ILIKE ?)")
-        params += [f"%{search}%"] * 2
-    rows = store.execute(f"SELECT * FROM datasets WHERE {' AND '.join(where)} ORDER BY created_at DESC", params)
-    found = [_public(r) for r in rows]
-    return [d for d in found if not tag or tag in d["tags"]]
+    rows = store.execute("SELECT * FROM datasets WHERE namespace = ? ORDER BY created_at DESC", [namespace])
+    return matching([_public(r) for r in rows], source=source, search=search, tag=tag)
+
+
+def matching(found: list[dict[str, Any]], *, source: str | None = None, search: str | None = None,
+             tag: str | None = None) -> list[dict[str, Any]]:
+    """The filter of `list_datasets`, for a page that already holds the whole list (one read per render)."""
+    wanted = Source(source).value if source else None
+    needle = (search or "").strip().casefold()
+    return [d for d in found if (not wanted or d["source"] == wanted) and (not tag or tag in d["tags"])
+            and (not needle or needle in d["name"].casefold() or needle in (d["description"] or "").casefold())]
+
+
+def error_message(error: dict[str, Any] | None, lang: str) -> str:
+    """A failed import's stored error (catalog key + params) in the reader's language."""
+    if not error:
+        return ""
+    return t(error["key"], lang, **(error.get("params") or {})) if error.get("key") else error.get("message", "")
 
 
 # -- upload and ingest ---------------------------------------------------------------------------------

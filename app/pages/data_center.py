@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,6 @@ import streamlit as st
 import shell
 from core import datasets
 from core.errors import WorkbenchError
-from core.i18n import t
 from core.permissions import Action, can
 from shell import T
 
@@ -23,13 +23,6 @@ if not ns:
     st.stop()
 if flash := st.session_state.pop("dc_flash", None):
     st.success(flash)
-
-
-def _error_text(error: dict[str, Any] | None) -> str:
-    """A failed import's stored error in the reader's language."""
-    if not error:
-        return ""
-    return t(error["key"], ctx.lang, **(error.get("params") or {})) if error.get("key") else error.get("message", "")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)  # read-only here: no copy per run
@@ -53,15 +46,16 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                     st.session_state.pop(key, None)
                 st.session_state["dc_file"] = upload.file_id
             data = upload.getvalue()
+            _preview = partial(datasets.preview_bytes, data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]))
             try:
-                base = datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]))
+                base = _preview()
                 sheet = None
                 if base["sheets"]:
                     sheet = shell.choose(st, T("datacenter.sheet"), {
                         s["name"]: s["name"] + (f" ({T('datacenter.hidden')})" if s["hidden"] else "")
                         for s in base["sheets"]}, "dc_sheet", base["sheet"])
                     if sheet != base["sheet"]:
-                        base = datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]), sheet=sheet)
+                        base = _preview(sheet=sheet)
                 if st.session_state.get("dc_for") != (upload.file_id, sheet):  # another file or sheet: detect again
                     for key in ("dc_header", "dc_start", "dc_end"):
                         st.session_state.pop(key, None)
@@ -76,7 +70,7 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                     options["end_row"] = right.number_input(T("datacenter.end_row"), min_value=1, step=1,
                                                             value=None, key="dc_end")
                 shown = base if options.get("header_row") == base["header_row"] and not (
-                    options.get("start_row") or options.get("end_row")) else datasets.preview_bytes(data, upload.name, max_mb=int(ctx.config["dataset_max_mb"]), **options)
+                    options.get("start_row") or options.get("end_row")) else _preview(**options)
                 st.caption(T("datacenter.preview_caption", format=shown["format"], header_row=shown["header_row"] or "—",
                              total=shown["total_rows"] if shown["total_rows"] is not None else "?"))
                 st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): T(f"datacenter.type.{c['type']}")}
@@ -100,7 +94,7 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                                                            rows=done["row_count"]), dc_pick_next=done["name"],
                                                 dc_upload_n=n + 1)
                         st.rerun()
-                    st.error(_error_text(done["error"]))
+                    st.error(datasets.error_message(done["error"], ctx.lang))
             except WorkbenchError as exc:
                 shell.show_error(exc)
 
@@ -112,7 +106,7 @@ source = shell.choose(left, T("datacenter.source"), {None: T("datacenter.all"), 
 search = mid.text_input(T("datacenter.search"), key="dc_search")
 tags = sorted({tag for d in everything for tag in d["tags"]})
 tag = shell.choose(right, T("datacenter.tag"), {None: T("datacenter.all"), **{x: x for x in tags}}, "dc_tag")
-found = datasets.list_datasets(ctx.store, ctx.principal, ns, source=source, search=search or None, tag=tag)
+found = datasets.matching(everything, source=source, search=search, tag=tag)
 st.dataframe([{T("datacenter.name"): d["name"], T("datacenter.source"): T(f"datacenter.source.{d['source']}"),
                T("datacenter.status"): T(f"datacenter.status.{d['ingest_status']}"), T("datacenter.rows"): d["row_count"],
                T("datacenter.columns"): len(d["schema"] or []), T("datacenter.tags"): ", ".join(d["tags"]),
@@ -134,7 +128,7 @@ st.caption(" · ".join([T(f"datacenter.source.{d['source']}"), T(f"datacenter.st
 if d["description"]:
     st.markdown(d["description"])
 if d["ingest_status"] == datasets.IngestStatus.FAILED.value:
-    st.error(_error_text(d["error"]))
+    st.error(datasets.error_message(d["error"], ctx.lang))
 if d["schema"]:
     st.dataframe([{T("datacenter.column"): c["name"], T("datacenter.type"): T(f"datacenter.type.{c['type']}")}
                   for c in d["schema"]],

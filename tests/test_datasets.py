@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from core import datasets, settings
+from core import datasets, settings, workers
 from core.errors import PermissionDenied, ValidationError
 from core.principal import Principal
 from core.settings import open_store
@@ -61,10 +63,17 @@ def test_limits_name_the_limit_and_the_way_out(store: Store, config, team) -> No
 
 
 def test_a_restart_never_leaves_an_import_processing(store: Store, team) -> None:
-    made = upload(store, team["editor"])
-    assert datasets.claim(store, made["id"])["ingest_status"] == "processing"  # then the worker died
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = workers.identity(gone.pid)  # read while the process exists, then it exits
+    gone.wait()
+    orphan, live = upload(store, team["editor"]), upload(store, team["editor"], name="second")
+    assert datasets.claim(store, orphan["id"], worker=dead)["ingest_status"] == "processing"  # then it died
+    assert datasets.claim(store, live["id"])["ingest_status"] == "processing"  # this process: still working
     assert datasets.recover_interrupted(store) == 1
-    assert datasets.ingest(store, made["id"])["ingest_status"] == "ready"
+    statuses = {r["id"]: r["ingest_status"] for r in store.execute("SELECT id, ingest_status FROM datasets")}
+    assert statuses == {orphan["id"]: "pending", live["id"]: "processing"}
+    assert datasets.next_pending(store) == orphan["id"]
+    assert datasets.ingest(store, orphan["id"])["ingest_status"] == "ready"
 
 
 def test_filenames_are_never_paths(store: Store, team) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from scheduler_service.service import main
+
+sys.exit(main())

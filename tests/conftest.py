@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """bcrypt cost 4 keeps the suite fast; the cost is a setting, so production keeps 12."""
     monkeypatch.setenv("DOCETL_WB_BCRYPT_ROUNDS", "4")
+    monkeypatch.setenv("DOCETL_WB_AUTOSTART_SERVICE", "0")  # tests start their own service when they need one
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import bcrypt
 import jwt
@@ -307,9 +307,10 @@ def cookie_key(config: Config, override: str | None = None) -> str:
     return _secret_file(config.secrets_dir / "cookie_key")
 
 
-def _secret_file(path: Path) -> str:
-    """Read a secret, creating it on first use: written to a private temporary file (mode 0600), then
-    hard-linked into place, so a concurrent reader never sees it empty and the first writer wins."""
+def _secret_file(path: Path, generate: Callable[[], str] = lambda: secrets.token_urlsafe(48)) -> str:
+    """Read a secret, creating it on first use (`generate` makes it): written to a private temporary file
+    (mode 0600), then hard-linked into place, so a concurrent reader never sees it empty and the first
+    writer wins. Also used for the LLM settings' encryption key (core.llm_settings)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     if not path.exists():
@@ -317,7 +318,7 @@ def _secret_file(path: Path) -> str:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
+                fh.write(generate())
             os.link(tmp, path)
         except FileExistsError:
             pass  # another thread or process created it first: use theirs

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from core.clock import zone
 from core.errors import ValidationError
@@ -59,6 +60,27 @@ class Setting:
         return value
 
 
+def _model_name(value: str) -> None:
+    """A litellm model name such as `gpt-4o-mini` or `openai/qwen-plus`: one word, not empty."""
+    if not value.strip() or any(c.isspace() for c in value) or len(value) > 200:
+        raise ValidationError("error.model_name", value=value[:200])
+
+
+def _api_base(value: str) -> None:
+    """Empty (the provider's default) or an http(s) URL without credentials (those go in *_API_KEY)."""
+    if not value:
+        return
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is not None and (parts.username or parts.password):
+        raise ValidationError("error.api_base_credentials")  # never echo a URL that carries a secret
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValidationError("error.api_base", value=value[:200])
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("store_lock_timeout_seconds", float, 10.0,
             "Longest wait for the metadata store lock before a 'metadata store busy' error.", admin=False,
@@ -79,6 +101,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dataset_max_mb", int, 50, "Largest file accepted by the Data Center, in MB.", bounds=(1, 2048)),
     Setting("dataset_max_rows", int, 200_000, "Most rows one dataset import may have.", bounds=(1, 10_000_000)),
     Setting("dataset_max_columns", int, 200, "Most columns one dataset import may have.", bounds=(1, 16_384)),
+    Setting("llm_default_model", str, "gpt-4o-mini", "Model for pipelines that name none (litellm name).",
+            check=_model_name),
+    Setting("llm_api_base", str, "", "OpenAI-compatible endpoint for every run (default_lm_api_base); empty ="
+            " the provider's default.", check=_api_base),
     Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False,
             bounds=(4, 16)),
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PASSWORD
-from core import audit, auth, namespaces, settings, users
+from core import audit, auth, llm_settings, namespaces, settings, users
 from core.config import Config
 from core.errors import AuthenticationFailed, LockedOut, PermissionDenied
 from core.permissions import Action, can, can_somewhere, require, visible_namespaces
@@ -28,6 +28,7 @@ NS = {"own": "alpha", "other": "beta"}
 # a user to act upon: a member of the actor's namespace, or of the other one (never the actor itself)
 TARGET = {"own": "member2", "other": "outsider"}
 LOCKED_AT = datetime(2020, 1, 1, 9, 0, tzinfo=timezone.utc)
+LLM_KEY = "sk-matrix-0123456789abcdef"
 
 
 def parse_table(text: str) -> dict[tuple[str, str, str], bool]:
@@ -88,6 +89,9 @@ CORE_TABLE = parse_table("""
    settings.describe         YY NN NN NN NN YY
    settings.reset            YY NN NN NN NN YY
    settings.system_info      YY NN NN NN NN YY
+   llm_settings.set_key      YY NN NN NN NN YY
+   llm_settings.delete_key   YY NN NN NN NN YY
+   llm_settings.list_keys    YY NN NN NN NN YY
 """)
 
 VISIBLE = {"platform_admin": {"alpha", "beta"}, "namespace_admin": {"alpha"}, "editor": {"alpha"},
@@ -118,6 +122,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         namespaces.add_member(store, admin, ns, name, role)
     users.create(store, admin, "loner", PASSWORD)
     settings.update(store, admin, "default_timezone", "Europe/Berlin")
+    llm_settings.set_key(store, admin, "OPENAI_API_KEY", LLM_KEY)
     # both target users are locked (in the past), so unlock has something to lift
     for target in TARGET.values():
         for i in range(5):
@@ -140,7 +145,7 @@ def snapshot(store: Store) -> dict:
     """Everything an action could change: data tables, successful audit rows, namespace folders."""
     with store.read() as tx:
         state = {table: tx.execute(f"SELECT * FROM {table} ORDER BY ALL")
-                 for table in ("users", "namespaces", "memberships", "settings", "login_attempts")}
+                 for table in ("users", "namespaces", "memberships", "settings", "login_attempts", "llm_secrets")}
         state["audit_ok"] = tx.execute("SELECT * FROM audit_logs WHERE success ORDER BY id")
     state["folders"] = sorted(p.name for p in store.config.docetl_dir.iterdir())
     return state
@@ -248,6 +253,22 @@ def _settings_reset(store, who, scope):
     return lambda: "default_timezone" not in settings.overrides(store)
 
 
+def _llm_set_key(store, who, scope):
+    llm_settings.set_key(store, who, "DEEPSEEK_API_KEY", "sk-new-key-for-the-matrix")
+    return lambda: llm_settings.run_environment(store) == {"OPENAI_API_KEY": LLM_KEY,
+                                                          "DEEPSEEK_API_KEY": "sk-new-key-for-the-matrix"}
+
+
+def _llm_delete_key(store, who, scope):
+    llm_settings.delete_key(store, who, "OPENAI_API_KEY")
+    return lambda: llm_settings.run_environment(store) == {}
+
+
+def _llm_list_keys(store, who, scope):
+    rows = llm_settings.list_keys(store, who)
+    return lambda: [(r["name"], r["masked"]) for r in rows] == [("OPENAI_API_KEY", "sk-…cdef")]
+
+
 ACTIONS = {
     "users.create": _create_user, "users.list_all": _list_all, "users.get": _get_user,
     "users.directory": _directory, "users.set_active": _set_active,
@@ -257,6 +278,8 @@ ACTIONS = {
     "namespaces.remove_member": _remove_member, "audit.query": _audit_query,
     "settings.update": _settings_update, "settings.describe": _settings_describe,
     "settings.reset": _settings_reset, "settings.system_info": _system_info,
+    "llm_settings.set_key": _llm_set_key, "llm_settings.delete_key": _llm_delete_key,
+    "llm_settings.list_keys": _llm_list_keys,
 }
 
 

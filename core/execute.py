@@ -103,8 +103,7 @@ def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: Tex
     os.environ.update(docetl_environment(store))
     _log(log, f"input: {input_rows} rows; importing docetl")
     DSLRunner = import_docetl()
-    limiter = llm_limiter.LLMLimiter.from_config(store.config)
-    llm_limiter.install(limiter)
+    llm_limiter.install(llm_limiter.LLMLimiter.from_config(store.config))
     tally = _ErrorTally.install()
     return _run_docetl(DSLRunner, config, paths, log, tally, input_rows, int(store.config["run_max_threads"]))
 
@@ -344,26 +343,28 @@ class _ErrorTally:
 
     @classmethod
     def install(cls) -> "_ErrorTally":
-        """Wrap docetl's `completion` once per process; later runs only swap in their own tally."""
+        """Wrap docetl's (already limited) `completion` once per process; later runs only swap the tally."""
         from docetl.operations.utils import api
 
         tally = cls()
-        current = api.completion
-        if hasattr(current, "__wb_tally__"):
-            current.__wb_tally__[0] = tally
+        holder = getattr(api, "_wb_tally_holder", None)
+        if holder is not None:
+            holder[0] = tally
             return tally
-        holder = [tally]
+        holder = api._wb_tally_holder = [tally]
+        original = api.completion
 
         def completion(*args: Any, **kwargs: Any) -> Any:
             try:
-                return current(*args, **kwargs)
+                return original(*args, **kwargs)
             except Exception as exc:
                 active = holder[0]
                 with active._lock:
                     active.counts[type(exc).__name__] += 1
                 raise
 
-        completion.__wb_tally__ = holder  # type: ignore[attr-defined]
+        # the limiter's marker: its hook sees docetl's call site as already wrapped (the limiter is inside)
+        completion.__llm_limiter_original__ = getattr(original, "__llm_limiter_original__", original)  # type: ignore[attr-defined]
         api.completion = completion
         return tally
 
@@ -374,7 +375,8 @@ def start_child(store: Store, run: dict[str, Any]) -> subprocess.Popen:
     env = {**os.environ, "DOCETL_HOME_DIR": str(store.config.home), "PYTHONPATH": _ROOT}
     log = open(run["log_path"], "ab")
     try:
-        return subprocess.Popen([sys.executable, "-m", "core.execute", run["id"]], cwd=_ROOT, env=env,
+        # cwd is the run's folder: docetl calls load_dotenv(), which must not find a stray .env elsewhere
+        return subprocess.Popen([sys.executable, "-m", "core.execute", run["id"]], cwd=run["run_dir"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_die_with_parent)
     finally:

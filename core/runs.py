@@ -119,8 +119,9 @@ def _transition(tx: Tx, run_id: str, to: RunStatus, now: datetime, **fields: Any
     tx.execute_write(f"UPDATE runs SET {assignments} WHERE id = ? AND status = ?",
                      [*sets.values(), run_id, current.value])
     if row["pipeline_id"]:
-        tx.execute_write("UPDATE pipelines SET last_run_status = ?, last_run_at = ? WHERE id = ?",
-                         [to.value, now, row["pipeline_id"]])
+        from core import pipelines
+
+        pipelines.record_run(tx, row["pipeline_id"], to.value, now)
     return _row(tx, run_id)
 
 

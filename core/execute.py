@@ -45,6 +45,72 @@ class RunFailed(Exception):
         self.category, self.key, self.params = category, key, params
 
 
+# -- submitting, waiting, running here (the CLI, notebooks and the page use these) ---------------------
+def submit(store: Store, principal: Any, namespace: str, pipeline: str, *, input_dataset: str | None = None,
+           sample_rows: int | None = None, save_output_as: str | None = None,
+           trigger: runs.Trigger = runs.Trigger.MANUAL) -> dict[str, Any]:
+    """Queue a run of a pipeline given by name or id, or by a YAML file path (registered on the fly:
+    created, or its YAML updated when a pipeline of that name exists). The input is a Data Center
+    dataset (name or id), else the pipeline's own input dataset. Validated before anything is queued."""
+    from core import pipelines
+    from core.permissions import Action, require
+
+    require(principal, Action.RUN, namespace)
+    record = _pipeline_for(store, principal, namespace, pipeline)
+    yaml_text = pipelines.read_yaml(store, principal, record["id"])
+    pipelines.check(yaml_text)
+    dataset_id = record.get("input_dataset_id")
+    if input_dataset:
+        dataset_id = datasets.find(store, principal, namespace, input_dataset)["id"]
+    if save_output_as:
+        require(principal, Action.UPLOAD_DATASET, namespace)
+    return runs.enqueue(store, principal, namespace=namespace, pipeline_name=record["name"],
+                        pipeline_id=record["id"], yaml_text=yaml_text, input_dataset_id=dataset_id,
+                        sample_rows=sample_rows, save_output_as=save_output_as, trigger=trigger)
+
+
+def _pipeline_for(store: Store, principal: Any, namespace: str, ref: str) -> dict[str, Any]:
+    from core import pipelines
+
+    if ref.endswith((".yaml", ".yml")) and Path(ref).is_file():
+        text = Path(ref).read_text(encoding="utf-8")
+        name = pipelines.normalize_name(Path(ref).stem)
+        try:
+            found = pipelines.find(store, principal, namespace, name)
+        except WorkbenchError:
+            return pipelines.create(store, principal, namespace, name, text)
+        if pipelines.read_yaml(store, principal, found["id"]) != text:
+            return pipelines.update(store, principal, found["id"], yaml_text=text)
+        return found
+    return pipelines.find(store, principal, namespace, ref)
+
+
+def wait(store: Store, principal: Any, run_id: str, *, poll: float = 0.5,
+         timeout: float | None = None) -> dict[str, Any]:
+    """Block until the run reaches a terminal status (or `timeout` seconds pass) and return it."""
+    deadline = None if timeout is None else _time.monotonic() + timeout
+    while True:
+        run = runs.get(store, principal, run_id)
+        if RunStatus(run["status"]) in runs.TERMINAL:
+            return run
+        if deadline is not None and _time.monotonic() >= deadline:
+            return run
+        _time.sleep(poll)
+
+
+def run_here(store: Store, principal: Any, run_id: str) -> dict[str, Any]:
+    """Execute a queued run in this process (`--in-process`), under the same global LLM limiter.
+    It counts toward the platform's running runs, and its worker is this process, so if this process
+    dies the service records it as worker_lost. Cancellation is cooperative only here."""
+    from core.permissions import Action, require
+
+    run = runs.get(store, principal, run_id)
+    require(principal, Action.RUN, run["namespace"])
+    if runs.claim(store, run_id, workers.identity()) is None:
+        raise WorkbenchError("run.error.not_running", run=run_id, status=runs.get(store, principal, run_id)["status"])
+    return execute(store, run_id)
+
+
 # -- environment ---------------------------------------------------------------------------------------
 def docetl_environment(store: Store) -> dict[str, str]:
     """What docetl and litellm need to run here offline and headless (docetl-notes), plus the stored

@@ -105,6 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
             check=_model_name),
     Setting("llm_api_base", str, "", "OpenAI-compatible endpoint for every run (default_lm_api_base); empty ="
             " the provider's default.", check=_api_base),
+    Setting("llm_max_inflight", int, 8, "Most LLM requests in flight at once, across every run and process on"
+            " this machine.", bounds=(1, 256)),
+    Setting("llm_requests_per_minute", int, 0, "Most LLM requests started per minute across the machine;"
+            " 0 = no limit.", bounds=(0, 1_000_000)),
     Setting("bcrypt_rounds", int, 12, "bcrypt cost factor for new password hashes (tests use 4).", admin=False,
             bounds=(4, 16)),
 )
@@ -157,6 +161,11 @@ class Config:
     @property
     def secrets_dir(self) -> Path:
         return self.platform_dir / "secrets"
+
+    @property
+    def llm_lock_dir(self) -> Path:
+        """Lock files of the machine-wide LLM request limit (core.llm_limiter)."""
+        return self.platform_dir / "locks" / "llm"
 
     def namespace_dir(self, namespace: str) -> Path:
         """The folder of a namespace; the name must already be validated (core.namespaces)."""

@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 import streamlit_authenticator as stauth
 
-from core import auth, clock, namespaces
+from core import auth, clock, namespaces, service_control
 from core.config import Config
 from core.errors import WorkbenchError
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, t
@@ -163,7 +163,31 @@ def start() -> Ctx:
               display_name=result.display_name if result else "",
               must_change_password=bool(result and result.must_change_password))
     st.session_state[_CTX] = ctx
+    if ctx.principal is not None:
+        _keep_service_running(store)
     return ctx
+
+
+@st.cache_resource(ttl=10, show_spinner=False)
+def _service_checked(home: str) -> float:
+    """At most one look per home every 10 s, whatever the number of sessions (the cache is shared)."""
+    return clock.utcnow().timestamp()
+
+
+def _keep_service_running(store: Store) -> None:
+    """Queued runs and imports need the scheduler service: start one when none is alive (setting
+    `autostart_service`), so `make run` is all a user needs."""
+    if not store.config["autostart_service"]:
+        return
+    key = str(store.config.home)
+    first = _service_checked(key)
+    if st.session_state.get("wb_service_checked") == first:
+        return
+    st.session_state["wb_service_checked"] = first
+    try:
+        service_control.ensure_running(store.config)
+    except OSError:  # cannot start it (permissions, resources): pages still work, runs wait queued
+        pass
 
 
 def _cookie_done(pending: str, component_key: str) -> None:

@@ -105,6 +105,16 @@ SETTINGS: tuple[Setting, ...] = (
             check=_model_name),
     Setting("llm_api_base", str, "", "OpenAI-compatible endpoint for every run (default_lm_api_base); empty ="
             " the provider's default.", check=_api_base),
+    Setting("max_running_runs", int, 2, "Runs executing at once across the platform; more wait in the queue"
+            " (first in, first out).", bounds=(1, 64)),
+    Setting("run_max_threads", int, 16, "Threads docetl uses inside one run (LLM requests stay under the global"
+            " in-flight limit).", bounds=(1, 256)),
+    Setting("run_cancel_grace_seconds", float, 10.0, "How long a cancelled run may take to stop by itself before"
+            " its process is killed.", bounds=(0.5, 600)),
+    Setting("service_poll_seconds", float, 1.0, "How often the scheduler service looks for queued runs and"
+            " imports.", admin=False, bounds=(0.05, 60)),
+    Setting("autostart_service", bool, True, "Start the scheduler service from the app or the CLI when none is"
+            " running for this home.", admin=False),
     Setting("llm_max_inflight", int, 8, "Most LLM requests in flight at once, across every run and process on"
             " this machine.", bounds=(1, 256)),
     Setting("llm_requests_per_minute", int, 0, "Most LLM requests started per minute across the machine;"

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 import shell
-from core import datasets
+from core import clock, datasets
 from core.errors import WorkbenchError
 from core.permissions import Action, can
 from shell import T
@@ -21,6 +21,17 @@ ns = shell.namespace()
 if not ns:
     st.info(T("datacenter.no_namespace"))
     st.stop()
+if watched := st.session_state.get("dc_watch"):  # an import this session started: say how it ended
+    try:
+        job = datasets.get(ctx.store, ctx.principal, watched)
+    except WorkbenchError:
+        job = None
+    if job is None or job["ingest_status"] in (datasets.IngestStatus.READY.value, datasets.IngestStatus.FAILED.value):
+        st.session_state.pop("dc_watch")
+        if job and job["ingest_status"] == datasets.IngestStatus.READY.value:
+            st.session_state["dc_flash"] = T("datacenter.imported", name=job["name"], rows=job["row_count"])
+        elif job:
+            st.error(T("datacenter.import_failed") + " " + datasets.error_message(job["error"], ctx.lang))
 if flash := st.session_state.pop("dc_flash", None):
     st.success(flash)
 
@@ -28,6 +39,19 @@ if flash := st.session_state.pop("dc_flash", None):
 @st.cache_resource(max_entries=4, show_spinner=False)  # read-only here: no copy per run
 def _records(path: str, mtime: float) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@st.fragment(run_every=1.0)
+def _watch_import(dataset_id: str) -> None:
+    """While an import runs in the background: its status and elapsed time, refreshed every second;
+    the whole page reruns once it has ended."""
+    job = datasets.get(ctx.store, ctx.principal, dataset_id)
+    if job["ingest_status"] not in (datasets.IngestStatus.PENDING.value, datasets.IngestStatus.PROCESSING.value):
+        st.rerun()
+    seconds = max(0, int((clock.utcnow() - job["created_at"]).total_seconds()))
+    st.progress(0.1 if job["ingest_status"] == datasets.IngestStatus.PENDING.value else 0.5,
+                text=T("datacenter.import_running", status=T(f"datacenter.status.{job['ingest_status']}"),
+                       seconds=seconds))
 
 
 try:
@@ -81,20 +105,11 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                 name = st.text_input(T("datacenter.name"), value=Path(datasets.safe_filename(upload.name)).stem,
                                      key="dc_name")
                 if st.button(T("datacenter.import"), key="dc_import", type="primary"):
-                    with st.status(T("datacenter.importing"), expanded=True) as status:
-                        made = datasets.create_upload(ctx.store, ctx.principal, ns, upload.name, data, name=name,
-                                                      config={**options, "header_row": shown["header_row"]})
-                        status.write(T("datacenter.uploaded"))
-                        done = datasets.ingest(ctx.store, made["id"]) or datasets.get(ctx.store, ctx.principal, made["id"])
-                        ok = done["ingest_status"] == datasets.IngestStatus.READY.value
-                        status.update(label=T("datacenter.import_done" if ok else "datacenter.import_failed"),
-                                      state="complete" if ok else "error")
-                    if ok:
-                        st.session_state.update(dc_flash=T("datacenter.imported", name=done["name"],
-                                                           rows=done["row_count"]), dc_pick_next=done["name"],
-                                                dc_upload_n=n + 1)
-                        st.rerun()
-                    st.error(datasets.error_message(done["error"], ctx.lang))
+                    made = datasets.create_upload(ctx.store, ctx.principal, ns, upload.name, data, name=name,
+                                                  config={**options, "header_row": shown["header_row"]})
+                    datasets.ingest_in_background(ctx.store, made["id"])
+                    st.session_state.update(dc_watch=made["id"], dc_pick_next=made["name"], dc_upload_n=n + 1)
+                    st.rerun()
             except WorkbenchError as exc:
                 shell.show_error(exc)
 
@@ -127,6 +142,8 @@ st.caption(" · ".join([T(f"datacenter.source.{d['source']}"), T(f"datacenter.st
                        d["created_by"], shell.fmt_time(d["created_at"])]))
 if d["description"]:
     st.markdown(d["description"])
+if d["ingest_status"] in (datasets.IngestStatus.PENDING.value, datasets.IngestStatus.PROCESSING.value):
+    _watch_import(d["id"])
 if d["ingest_status"] == datasets.IngestStatus.FAILED.value:
     st.error(datasets.error_message(d["error"], ctx.lang))
 if d["schema"]:

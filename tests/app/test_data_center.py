@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -31,6 +32,15 @@ def _ready(store, principal, name: str = "fruit", content: bytes = CSV, ns: str 
     return datasets.ingest(store, made["id"])
 
 
+def _finish_imports(at, store, deadline: float = 60.0):
+    """The import runs on a background thread: wait until none is pending/processing, then rerun."""
+    end = time.monotonic() + deadline
+    while store.execute("SELECT count(*) AS n FROM datasets WHERE ingest_status IN ('pending', 'processing')")[0]["n"]:
+        assert time.monotonic() < end, "the background import did not finish"
+        time.sleep(0.1)
+    return at.run()
+
+
 def test_editor_uploads_previews_changes_header_and_imports(store, team):
     at = _on_page("editor")
     at.file_uploader[0].upload("report.csv", CSV, "text/csv").run()
@@ -44,6 +54,7 @@ def test_editor_uploads_previews_changes_header_and_imports(store, team):
     at.text_input(key="dc_name").input("fruit").run()
     at.button(key="dc_import").click().run()
     assert not at.exception, at.exception
+    _finish_imports(at, store)
     assert ZH["datacenter.imported"].format(name="fruit", rows=2) in texts(at)
     [found] = datasets.list_datasets(store, team["editor"], "alpha")
     assert found["ingest_status"] == "ready" and found["row_count"] == 2
@@ -77,6 +88,7 @@ def test_xlsx_hidden_sheet_is_marked_and_can_be_chosen(store, team):
     at.selectbox(key="dc_sheet").select(hidden).run()
     assert _columns(at) == ["x", "y", "z"]
     at.button(key="dc_import").click().run()
+    _finish_imports(at, store)
     [found] = datasets.list_datasets(store, team["editor"], "alpha")
     assert [c["name"] for c in found["schema"]] == ["x", "y", "z"]
 
@@ -164,3 +176,22 @@ def test_preview_is_paginated_and_legacy_files_appear(store, team):
 def test_page_renders_for_every_role(store, team, who):
     at = _on_page(who)
     assert at.title[0].value == ZH["datacenter.title"]
+
+
+def test_an_import_in_progress_shows_its_status_and_a_failed_one_says_why(store, team):
+    waiting = datasets.create_upload(store, team["editor"], "alpha", "later.csv", CSV, name="later")  # no worker yet
+    at = _on_page("editor")
+    at.selectbox(key="dc_pick").select("later").run()
+    assert not at.exception, at.exception
+    running = ZH["datacenter.import_running"].split("：")[0]
+    bars = [bar.proto.text for bar in at.get("progress")]
+    assert len(bars) == 1 and bars[0].startswith(running) and ZH["datacenter.status.pending"] in bars[0]
+    datasets.ingest(store, waiting["id"])
+    at.run()
+    assert not at.get("progress")
+    at.file_uploader[0].upload("tiny.csv", b"a,b\n1,2\n", "text/csv").run()
+    store.execute_write("UPDATE datasets SET ingest_status = 'failed'")  # nothing else may change below
+    at.text_input(key="dc_name").input("tiny").run()
+    at.button(key="dc_import").click().run()
+    _finish_imports(at, store)
+    assert ZH["datacenter.imported"].format(name="tiny", rows=1) in texts(at)

@@ -99,4 +99,11 @@ def system_info(store: Store, principal: Principal) -> dict[str, Any]:
     with store.read() as tx:
         counts = tx.one("SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM namespaces) AS namespaces,"
                         " (SELECT max(version) FROM schema_migrations) AS schema_version")
-    return {**counts, "home": str(store.config.home), "store_path": str(store.path), "store_bytes": store.size_bytes()}
+    from core import llm_limiter, runs, service_control
+
+    service = service_control.status(store.config)
+    return {**counts, "home": str(store.config.home), "store_path": str(store.path), "store_bytes": store.size_bytes(),
+            "service_alive": service["alive"], "service_pid": service["heartbeat"].get("pid"),
+            "service_heartbeat_age": service["heartbeat_age"], "running_runs": runs.running_count(store),
+            "llm_in_flight": llm_limiter.LLMLimiter.from_config(store.config).in_flight(),
+            "llm_max_inflight": store.config["llm_max_inflight"]}

@@ -24,6 +24,12 @@ m2.metric(T("system.namespaces"), info["namespaces"])
 m3.metric(T("system.store_size"), f"{info['store_bytes'] / 1_048_576:.1f} MB")
 m4.metric(T("system.schema_version"), info["schema_version"])
 st.markdown(f"{T('system.home')}: `{info['home']}`  \n{T('system.store')}: `{info['store_path']}`")
+s1, s2, s3 = st.columns(3)
+s1.metric(T("system.service"), T("system.service_up") if info["service_alive"] else T("system.service_down"),
+          help=T("system.service_help", pid=info["service_pid"] or "—",
+                 age=f"{info['service_heartbeat_age']:.0f}" if info["service_heartbeat_age"] is not None else "—"))
+s2.metric(T("system.running_runs"), info["running_runs"])
+s3.metric(T("system.llm_in_flight"), f"{info['llm_in_flight']} / {info['llm_max_inflight']}")
 
 st.subheader(T("system.settings"))
 st.dataframe([{T("system.key"): r["key"], T("system.effective"): str(r["effective"]),

@@ -5,15 +5,16 @@ back as polars DataFrames so they render in Jupyter.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
 import polars as pl
 
-from core import audit, auth, datasets, namespaces, settings, users
+from core import audit, auth, datasets, execute, namespaces, pipelines, runs, settings, users
 from core.config import Config
-from core.errors import WorkbenchError
+from core.errors import ValidationError, WorkbenchError
 from core.principal import Principal
 from core.store import Store
 
@@ -110,6 +111,78 @@ class Workbench:
         rows = datasets.list_datasets(self.store, self.principal, namespace)
         return pl.DataFrame([{k: r[k] for k in ("id", "name", "source", "ingest_status", "row_count", "updated_at")}
                              for r in rows]) if rows else pl.DataFrame()
+
+    # -- pipelines and runs ----------------------------------------------------------------------
+    def pipelines(self, namespace: str) -> pl.DataFrame:
+        """A namespace's pipelines, by name."""
+        from core.cli import PIPELINE_COLUMNS
+
+        rows = pipelines.list_pipelines(self.store, self.principal, namespace)
+        return (pl.DataFrame([{k: r[k] for k in PIPELINE_COLUMNS} for r in rows]) if rows
+                else pl.DataFrame(schema=list(PIPELINE_COLUMNS)))
+
+    def run(self, pipeline: str, namespace: str | None = None, *, input: str | None = None,
+            sample: int | None = None, save_output_as: str | None = None, wait: bool = True,
+            in_process: bool = False) -> dict[str, Any]:
+        """Run a pipeline (name, id or YAML file path) on a Data Center dataset (name or id; default the
+        pipeline's own). Queued for the scheduler service (started when `autostart_service` allows),
+        or executed in this kernel with `in_process=True` (docetl then changes this process's state,
+        e.g. its environment). With waiting: {run_id, status, cost, output_path, output_rows, error}
+        as `python -m core run --wait --json` prints it; without: {run_id, status}."""
+        from core.cli import ensure_service, run_in_process, run_summary
+
+        namespace = namespace or self._only_namespace()
+        who = self.principal
+        run = execute.submit(self.store, who, namespace, str(pipeline), input_dataset=input, sample_rows=sample,
+                             save_output_as=save_output_as, trigger=runs.Trigger.NOTEBOOK)
+        if in_process:
+            return run_summary(run_in_process(self.store, who, run, quiet=False))
+        ensure_service(self.store)
+        if not wait:
+            return {"run_id": run["id"], "status": run["status"]}
+        return run_summary(execute.wait(self.store, self.principal, run["id"]))
+
+    def runs(self, namespace: str | None = None, status: str | None = None, pipeline: str | None = None,
+             limit: int = 200) -> pl.DataFrame:
+        """Runs newest first, in one namespace or every namespace you may see; errors in words."""
+        from core.cli import RUN_ROW_COLUMNS, run_row
+
+        rows = [run_row(r) for r in runs.list_runs(self.store, self.principal, namespace, status=status,
+                                                    pipeline=pipeline, limit=limit)]
+        return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema=list(RUN_ROW_COLUMNS))
+
+    def run_info(self, run_id: str, log: bool = False) -> dict[str, Any]:
+        """One run: its record, error and warnings in words, its progress (and the end of its log)."""
+        from core.cli import run_details
+
+        run = runs.get(self.store, self.principal, run_id)
+        info = run_details(run)
+        if log:
+            info["log"] = runs.log_tail(run)
+        return info
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel a queued run at once, or ask a running one to stop; returns its run_id and status."""
+        run = runs.cancel(self.store, self.principal, run_id)
+        return {"run_id": run["id"], "status": run["status"], "cancel_requested": bool(run["cancel_requested"])}
+
+    def run_output(self, run_id: str) -> pl.DataFrame:
+        """The output rows of a completed run."""
+        run = runs.get(self.store, self.principal, run_id)
+        if run["status"] != runs.RunStatus.COMPLETED.value or not run["output_path"]:
+            raise ValidationError("run.error.no_output", run=run_id, status=run["status"])
+        try:
+            rows = json.loads(Path(run["output_path"]).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ValidationError("run.error.output_missing", run=run_id, path=run["output_path"]) from None
+        return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+    def _only_namespace(self) -> str:
+        """Without a namespace: the only one you belong to (else say which to choose)."""
+        names = [r["name"] for r in namespaces.list_visible(self.store, self.principal)]
+        if len(names) == 1:
+            return names[0]
+        raise ValidationError("run.error.namespace_needed", choices=", ".join(names) or "-")
 
     def settings(self) -> pl.DataFrame:
         rows = settings.describe(self.store, self.principal, self.base)

@@ -176,3 +176,88 @@ def test_preview_and_import_from_a_notebook(wb: Workbench, tmp_path: Path) -> No
     done = wb.import_dataset(path, "alpha", name="scores")
     assert done["ingest_status"] == "ready" and done["row_count"] == 2
     assert wb.datasets("alpha")["name"].to_list() == ["scores"]
+
+
+def _sample_orders(wb: Workbench) -> dict:
+    from conftest import ROOT
+
+    done = wb.import_dataset(ROOT / "data" / "templates" / "sample_orders.xlsx", "alpha", name="orders")
+    assert done["ingest_status"] == "ready"
+    return done
+
+
+@pytest.mark.timeout(300)
+def test_run_in_process_from_a_notebook(wb: Workbench, nb_home: Path) -> None:
+    """One real run, in a child Python (docetl changes process-global state: never in pytest's own)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    _sample_orders(wb)
+    script = ("import json, sys\n"
+              "from core import Workbench\n"
+              f"wb = Workbench.login('nina', {PASSWORD!r}, home={str(nb_home)!r})\n"
+              "result = wb.run('offline_demo', input='orders', in_process=True)\n"
+              "print('RESULT ' + json.dumps(result))\n")
+    template = ROOT / "data" / "templates" / "offline_demo.yaml"
+    wb.run(str(template), "alpha", input="orders", wait=False)  # registers `offline_demo`, stays queued
+    env = {**os.environ, "DOCETL_WB_AUTOSTART_SERVICE": "0"}
+    child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=240)
+    assert child.returncode == 0, child.stderr
+    result = json.loads([line for line in child.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    assert set(result) == {"run_id", "status", "cost", "output_path", "output_rows", "error"}
+    assert result["status"] == "completed" and result["error"] is None
+
+    done = wb.runs("alpha", status="completed")
+    assert isinstance(done, pl.DataFrame)
+    assert done.select("id", "trigger", "created_by").rows() == [(result["run_id"], "notebook", "nina")]
+    info = wb.run_info(result["run_id"], log=True)
+    assert info["output_rows"] == result["output_rows"] and "started by nina" in info["log"]
+    output = wb.run_output(result["run_id"])
+    assert isinstance(output, pl.DataFrame) and output.height == result["output_rows"]
+    assert {"region", "total_amount"} <= set(output.columns)
+    assert wb.pipelines("alpha").select("name", "last_run_status").rows() == [("offline_demo", "completed")]
+
+
+def test_runs_from_a_notebook_queue_list_and_cancel(wb: Workbench, nb_home: Path) -> None:
+    from conftest import ROOT
+
+    from core.errors import NotFound, ValidationError
+
+    assert wb.runs().is_empty() and "status" in wb.runs().columns
+    assert wb.pipelines("alpha").is_empty()
+    _sample_orders(wb)
+    template = str(ROOT / "data" / "templates" / "offline_demo.yaml")
+    queued = wb.run(template, "alpha", input="orders", sample=10, wait=False)
+    assert queued["status"] == "queued"
+    nina = Workbench.login("nina", PASSWORD, home=nb_home)
+    other = nina.run("offline_demo", input="orders", wait=False)  # her only namespace is the default
+    table = wb.runs()
+    assert table["id"].to_list() == [other["run_id"], queued["run_id"]]
+    assert set(table["trigger"]) == {"notebook"} and set(table["status"]) == {"queued"}
+    assert wb.run_info(queued["run_id"])["sample_rows"] == 10
+
+    vic = Workbench.login("vic", PASSWORD, home=nb_home)
+    assert vic.runs("alpha").height == 2 and vic.pipelines("alpha").height == 1
+    for attempt in (lambda: vic.run("offline_demo", "alpha", wait=False), lambda: vic.cancel(queued["run_id"])):
+        with pytest.raises(PermissionDenied):
+            attempt()
+    otto = Workbench.login("otto", PASSWORD, home=nb_home)
+    assert otto.runs().is_empty()
+    with pytest.raises(PermissionDenied):
+        otto.run_info(queued["run_id"])
+
+    assert wb.cancel(queued["run_id"])["status"] == "cancelled"
+    assert wb.runs(status="cancelled")["id"].to_list() == [queued["run_id"]]
+    with pytest.raises(ValidationError) as refused:
+        wb.run_output(queued["run_id"])
+    assert refused.value.key == "run.error.no_output"
+    with pytest.raises(ValidationError) as which:
+        wb.run("offline_demo", wait=False)  # the operator sees two namespaces: say which
+    assert "alpha, beta" in str(which.value)
+    with pytest.raises(NotFound):
+        wb.run("no_such_pipeline", "alpha", wait=False)

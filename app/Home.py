@@ -40,6 +40,10 @@ def pages_for(ctx: shell.Ctx) -> dict[str, list]:
     if can_somewhere(p, Action.VIEW):
         workbench.append(st.Page("pages/data_center.py", title=T("nav.data_center"), icon=":material/database:",
                                  url_path="data"))
+        workbench.append(st.Page("pages/execute.py", title=T("nav.execute"), icon=":material/play_circle:",
+                                 url_path="execute-pipeline"))
+        workbench.append(st.Page("pages/runs.py", title=T("nav.runs"), icon=":material/history:",
+                                 url_path="run-history"))
     return {T("nav.section.workbench"): workbench, T("nav.section.settings"): settings}
 
 

@@ -1041,6 +1041,11 @@ def create_from_template(store: Store, principal: Principal, namespace: str, tem
                    {"template": template})
 
 
+def blank_yaml() -> str:
+    """A minimal valid pipeline to start from (`data/templates/blank.yaml`): one step passing rows through."""
+    return (TEMPLATES_DIR / "blank.yaml").read_text(encoding="utf-8")
+
+
 # -- files -----------------------------------------------------------------------------------------------
 def pipelines_dir(store: Store, namespace: str) -> Path:
     return store.config.namespace_dir(namespace) / "pipelines"

@@ -9,13 +9,14 @@ from core.settings import open_store
 from tests.app.conftest import ZH, login, new_app, texts
 from tests.conftest import PASSWORD
 
+WORKBENCH = {"pages/data_center.py", "pages/execute.py", "pages/runs.py"}  # everyone with VIEW somewhere
 PAGES = ["pages/overview.py", "pages/account.py", "pages/namespaces.py", "pages/users.py", "pages/audit.py",
-         "pages/system.py"]
+         "pages/system.py", *sorted(WORKBENCH)]
 ALLOWED = {
     "platform_admin": set(PAGES),
-    "nsadmin": {"pages/overview.py", "pages/account.py", "pages/namespaces.py", "pages/audit.py"},
-    "editor": {"pages/overview.py", "pages/account.py", "pages/namespaces.py"},
-    "viewer": {"pages/overview.py", "pages/account.py", "pages/namespaces.py"},
+    "nsadmin": {"pages/overview.py", "pages/account.py", "pages/namespaces.py", "pages/audit.py", *WORKBENCH},
+    "editor": {"pages/overview.py", "pages/account.py", "pages/namespaces.py", *WORKBENCH},
+    "viewer": {"pages/overview.py", "pages/account.py", "pages/namespaces.py", *WORKBENCH},
 }
 
 

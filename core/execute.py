@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from core import clock, datasets, llm_limiter, runs, workers
-from core.errors import WorkbenchError
+from core.errors import ValidationError, WorkbenchError
 from core.runs import ErrorCategory, RunStatus
 from core.store import Store
 
@@ -62,6 +62,8 @@ def submit(store: Store, principal: Any, namespace: str, pipeline: str, *, input
     dataset_id = record.get("input_dataset_id")
     if input_dataset:
         dataset_id = datasets.find(store, principal, namespace, input_dataset)["id"]
+    if not dataset_id:  # refused now rather than queued to fail: every run reads a Data Center dataset
+        raise ValidationError("run.error.no_input")
     if save_output_as:
         require(principal, Action.UPLOAD_DATASET, namespace)
     return runs.enqueue(store, principal, namespace=namespace, pipeline_name=record["name"],

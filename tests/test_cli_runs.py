@@ -104,15 +104,21 @@ def test_run_in_process_from_a_yaml_file_prints_the_contract(team: Path, demo_ya
     assert "progress: completed: clean/normalize_order 200/200" in plain.stdout
 
 
-def test_a_failed_run_exits_1_with_its_error_in_words(team: Path, demo_yaml: Path) -> None:
-    """A pipeline without an input dataset fails before docetl is imported: exit 1, aligned lines."""
-    result = cli(team, "run", str(demo_yaml), "--namespace", "alpha", "--in-process")
+def test_a_failed_run_exits_1_with_its_error_in_words(team: Path, demo_yaml: Path, tmp_path: Path) -> None:
+    """A run whose input import failed stops before docetl is imported: exit 1, aligned lines.
+    A run with no input at all is refused before it is queued."""
+    refused = cli(team, "run", str(demo_yaml), "--namespace", "alpha", "--in-process", "--json")
+    json_error(refused, "input dataset")
+    bad = tmp_path / "broken.json"
+    bad.write_text("[1, 2]", encoding="utf-8")
+    assert cli(team, "dataset", "import", str(bad), "--namespace", "alpha", "--json").returncode == 1
+    result = cli(team, "run", str(demo_yaml), "--namespace", "alpha", "--input", "broken", "--in-process")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = dict(line.split(":", 1) for line in result.stdout.strip().splitlines())
     assert set(lines) == SUMMARY_KEYS
     assert lines["status"].strip() == "failed" and lines["output_path"].strip() == "-"
-    assert "Choose an input dataset" in lines["error"]
+    assert "is not ready" in lines["error"]
     starts = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in result.stdout.strip().splitlines()}
     assert len(starts) == 1  # the values line up
     failed = ok_json(cli(team, "runs", "list", "--status", "failed", "--json"))

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 import shell
-from core import datasets, runs, service_control
+from core import datasets, execute, runs, service_control
 from core.errors import WorkbenchError
 from core.permissions import Action, can
 from shell import T
@@ -155,10 +155,7 @@ def _output(ctx: shell.Ctx, run: dict[str, Any], key: str) -> None:
     name = left.text_input(T("run.save_name"), value=f"{run['pipeline_name']}_output", key=f"{key}_save_name_{run['id']}")
     if right.button(T("run.save_to_dc"), key=f"{key}_save_{run['id']}", icon=":material/database:"):
         try:
-            saved = datasets.register_generated(
-                ctx.store, ctx.principal, run["namespace"], name, Path(run["output_path"]),
-                lineage={"pipeline_id": run["pipeline_id"], "pipeline": run["pipeline_name"], "run_id": run["id"],
-                         "output": run["output_path"], "input_dataset_id": run["input_dataset_id"]})
+            saved = execute.save_output(ctx.store, ctx.principal, run["id"], name)
             st.success(T("run.saved", name=saved["name"], rows=saved["row_count"]))
         except WorkbenchError as exc:
             shell.show_error(exc)

@@ -168,6 +168,7 @@ def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: Tex
     config.setdefault("default_model", store.config["llm_default_model"])
     if store.config["llm_api_base"] and "default_lm_api_base" not in config:
         config["default_lm_api_base"] = store.config["llm_api_base"]
+    write_progress(paths["progress"], _starting(config))  # the page shows the operations while docetl loads
     os.environ.update(docetl_environment(store))
     _log(log, f"input: {input_rows} rows; importing docetl")
     DSLRunner = import_docetl()
@@ -239,6 +240,16 @@ def _input(store: Store, run: dict[str, Any], paths: dict[str, Path]) -> tuple[P
     return path, len(records)
 
 
+def _starting(config: dict[str, Any]) -> dict[str, Any]:
+    """A first progress snapshot in docetl's shape, written before docetl is imported (seconds)."""
+    types = {op.get("name"): op.get("type") for op in config.get("operations") or [] if isinstance(op, dict)}
+    names = [(step.get("name"), op if isinstance(op, str) else next(iter(op), "?"))
+             for step in (config.get("pipeline") or {}).get("steps") or [] for op in step.get("operations") or []]
+    ops = [{"step": step, "name": f"{step}/{op}", "type": types.get(op), "status": "queued", "total": None,
+            "completed": 0, "errors": 0, "out_count": None, "cost": 0.0} for step, op in names]
+    return {"finished": False, "starting": True, "elapsed": 0.0, "total_cost": 0.0, "ops": ops}
+
+
 def _count_rows(path: Path) -> int:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -252,16 +263,33 @@ def _finish_completed(store: Store, run: dict[str, Any], paths: dict[str, Path],
                       now: Callable[[], datetime] | None) -> dict[str, Any]:
     if run["save_output_as"]:
         try:
-            saved = datasets.register_generated(
-                store, _owner(store, run), run["namespace"], run["save_output_as"], paths["output"],
-                lineage={"pipeline_id": run["pipeline_id"], "pipeline": run["pipeline_name"], "run_id": run["id"],
-                         "output": str(paths["output"]), "input_dataset_id": run["input_dataset_id"]})
+            saved = datasets.register_generated(store, _owner(store, run), run["namespace"], run["save_output_as"],
+                                                paths["output"], lineage=lineage(run))
             outcome["output_dataset_id"] = saved["id"]
         except WorkbenchError as exc:
             outcome["warnings"] = [*outcome["warnings"], {"key": "run.warning.not_saved",
                                                           "params": {"detail": str(exc)}}]
     _write_result(paths, {"status": "completed", **outcome})
     return runs.finish(store, run["id"], RunStatus.COMPLETED, now=now() if now else None, **outcome)
+
+
+def lineage(run: dict[str, Any]) -> dict[str, Any]:
+    """Where a generated dataset came from: the pipeline, the run, its output file and its input."""
+    return {"pipeline_id": run["pipeline_id"], "pipeline": run["pipeline_name"], "run_id": run["id"],
+            "output": run["output_path"], "input_dataset_id": run["input_dataset_id"]}
+
+
+def save_output(store: Store, principal: Any, run_id: str, name: str) -> dict[str, Any]:
+    """Save a completed run's output to the Data Center afterwards (the page's "save" button): only a
+    completed run (a cancelled or failed run's partial output is never registered); the run then
+    points at the dataset it produced."""
+    run = runs.get(store, principal, run_id)
+    if run["status"] != RunStatus.COMPLETED.value:
+        raise ValidationError("run.error.not_completed", status=run["status"])
+    saved = datasets.register_generated(store, principal, run["namespace"], name, Path(run["output_path"]),
+                                        lineage=lineage(run))
+    runs.set_output_dataset(store, run_id, saved["id"])
+    return saved
 
 
 def _finish_failed(store: Store, run: dict[str, Any], paths: dict[str, Path], failed: RunFailed,

@@ -282,6 +282,12 @@ def reclaim_lost(store: Store, is_alive: Callable[[str | None], bool] = workers.
     return lost
 
 
+def set_output_dataset(store: Store, run_id: str, dataset_id: str) -> None:
+    """The dataset saved from a finished run's output (its latest one); not a status change."""
+    with store.transaction() as tx:
+        tx.execute_write("UPDATE runs SET output_dataset_id = ? WHERE id = ?", [dataset_id, run_id])
+
+
 def get_trusted(store: Store, run_id: str) -> dict[str, Any]:
     """A run for the worker and the executor (no caller to check: they act for the run's creator,
     whose rights were checked when it was queued)."""

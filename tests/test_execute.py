@@ -12,6 +12,7 @@ from conftest import ROOT
 from core import datasets, execute, pipelines, runs
 from core.runs import RunStatus
 from core.settings import open_store
+from core.errors import PermissionDenied, ValidationError
 from core.store import Store
 from tests.fake_llm import FakeLLM
 
@@ -136,3 +137,28 @@ def test_bad_config_and_missing_input_fail_with_their_category(keyed: Store, tea
     done = run_child(store, no_input["id"])
     assert (done["status"], done["error_category"]) == ("failed", "validation")
     assert "input dataset" in runs.error_message(done["error"], "en")
+
+
+def test_saving_an_output_afterwards_needs_a_completed_run(keyed: Store, team) -> None:
+    store, editor = keyed, team["editor"]
+    source = import_sample(store, editor, rows=3)
+    run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="p", yaml_text="x: 1\n",
+                       input_dataset_id=source["id"])
+    runs.claim(store, run["id"], "w")
+    Path(run["output_path"]).write_text('[{"a": 1}, {"a": 2}]', encoding="utf-8")
+    with pytest.raises(ValidationError) as caught:
+        execute.save_output(store, editor, run["id"], "partial")
+    assert caught.value.key == "run.error.not_completed"
+    runs.finish(store, run["id"], RunStatus.COMPLETED, output_rows=2)
+    with pytest.raises(PermissionDenied):
+        execute.save_output(store, team["viewer"], run["id"], "nope")
+    saved = execute.save_output(store, editor, run["id"], "kept")
+    assert saved["row_count"] == 2 and saved["lineage"]["run_id"] == run["id"]
+    assert runs.get(store, editor, run["id"])["output_dataset_id"] == saved["id"]
+
+
+def test_the_first_progress_lists_the_operations_before_docetl_loads() -> None:
+    config = pipelines.parse_yaml((TEMPLATES / "offline_demo.yaml").read_text(encoding="utf-8"))
+    ops = execute._starting(config)["ops"]
+    assert ops[0]["name"] == "clean/normalize_order" and ops[0]["type"] == "code_map"
+    assert {op["status"] for op in ops} == {"queued"}

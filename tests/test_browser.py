@@ -70,12 +70,15 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("browser")
     home = base / "home"
     home.mkdir()
-    env = {**os.environ, "DOCETL_HOME_DIR": str(home), "DOCETL_WB_BCRYPT_ROUNDS": "4", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DOCETL_HOME_DIR": str(home), "DOCETL_WB_BCRYPT_ROUNDS": "4", "PYTHONUNBUFFERED": "1",
+           "DOCETL_WB_AUTOSTART_SERVICE": "1", "DOCETL_WB_SERVICE_POLL_SECONDS": "0.3"}  # the app starts the service
     _cli(env, "user", "add", "admin", "--admin", "--password-stdin", stdin=PASSWORDS["admin"] + "\n")
     _cli(env, "namespace", "create", "demo")
     for name in ("viewer", "editor"):
         _cli(env, "user", "add", name, "--password-stdin", stdin=PASSWORDS[name] + "\n")
         _cli(env, "member", "add", "demo", name, "--role", name)
+    _cli(env, "dataset", "import", str(ROOT / "data" / "templates" / "sample_orders.xlsx"), "--namespace", "demo",
+         "--name", "orders", "--json")
 
     port = _free_port()
     log_path = base / "streamlit.log"
@@ -93,6 +96,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
+        _stop_service(home)
         server.terminate()
         try:
             server.wait(timeout=15)
@@ -102,6 +106,15 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # the server's output sits beside the screenshots, for a human looking into a failure
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "streamlit.log").write_bytes(log_path.read_bytes())
+
+
+def _stop_service(home: Path) -> None:
+    """The scheduler service the app started outlives the app by design: stop it (its runs die with it)."""
+    try:
+        pid = json.loads((home / ".docetl" / "_platform" / "scheduler.heartbeat").read_text())["pid"]
+        os.kill(pid, 15)
+    except (OSError, ValueError, KeyError):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +300,23 @@ def test_cookie_written_and_deleted_when_component_frames_load_slowly(app_url: s
         assert cookie_gone(ctx, page), "logout left the login cookie in the browser"
     finally:
         ctx.close()
+
+
+def test_editor_runs_the_offline_template_and_sees_the_result(app_url: str, context: BrowserContext) -> None:
+    """Log in → Execute → a pipeline from the offline template → Run on the imported sample orders → the
+    scheduler service (started by the app) executes it → the page shows the result table by itself."""
+    page = context.new_page()
+    log_in(page, app_url, "editor")
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=ZH["nav.execute"], exact=True).click()
+    expect(heading(page, ZH["execute.title"])).to_be_visible()
+    page.get_by_role("button", name=ZH["execute.create"], exact=True).click()
+    expect(page.get_by_text(ZH["execute.valid"], exact=True)).to_be_visible()
+    shot(page, "10-execute-pipeline")
+    page.get_by_role("button", name=ZH["execute.run"], exact=True).click()
+    done = ZH["run.completed"].split("{")[0]  # "已完成：输入 " — the rest holds the figures
+    expect(page.get_by_text(done).first).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(ZH["run.page"].split("{")[0]).first).to_be_visible()
+    table = page.get_by_test_id("stDataFrame").last
+    expect(table.get_by_test_id("data-grid-canvas")).to_be_visible()
+    expect(table.locator("canvas td").filter(has_text="华东").first).to_be_attached()  # a region total
+    shot(page, "11-execute-result")

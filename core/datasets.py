@@ -9,10 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
+import time as _time
 import uuid
 from datetime import date, datetime, time, timedelta
 from enum import Enum
@@ -180,18 +183,26 @@ def claim(store: Store, dataset_id: str, now: datetime | None = None) -> dict[st
 
 def finish(store: Store, dataset_id: str, *, records: list[dict[str, Any]] | None = None,
            schema: list[dict[str, str]] | None = None, error: WorkbenchError | None = None,
-           now: datetime | None = None) -> None:
-    """processing → ready (the normalized JSON written first) or → failed with a readable error."""
+           now: datetime | None = None, written: Path | None = None, row_count: int | None = None) -> None:
+    """processing → ready (the normalized JSON in place first) or → failed with a readable error.
+
+    The JSON is either `records`, written here, or a complete file the import already `written` beside
+    the final path (holding `row_count` records), renamed into place: readers never see half a file.
+    """
     now = clock.resolve(now)
     with store.read() as tx:
         row = _row(tx, dataset_id)
     if error is None:
-        write_records(Path(row["path"]), records or [])
+        if written is not None:
+            os.replace(written, row["path"])
+        else:
+            write_records(Path(row["path"]), records or [])
     with store.transaction() as tx:
         if error is None:
+            count = row_count if written is not None else len(records or [])
             tx.execute_write("UPDATE datasets SET ingest_status = ?, schema = ?, row_count = ?, error = NULL,"
                              " updated_at = ? WHERE id = ?", [IngestStatus.READY.value, json.dumps(schema or []),
-                                                             len(records or []), now, dataset_id])
+                                                             count, now, dataset_id])
         else:
             tx.execute_write("UPDATE datasets SET ingest_status = ?, error = ?, updated_at = ? WHERE id = ?",
                              [IngestStatus.FAILED.value, json.dumps({"key": error.key, "params": error.params,
@@ -252,23 +263,153 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None) -> dict[s
 
     Called by a worker thread now and by the scheduler service later: the same function either way.
     The file is checked before any parser sees it, and parsed in a resource-limited child process, so
-    a hostile file can fail its own import but never take down the app or the service.
+    a hostile file can fail its own import but never take down the app or the service. The child
+    writes the normalized JSON to a temporary file beside the final one, renamed into place here once
+    the import succeeded (deleted when it failed); only the names, row count and schema come back.
     """
     row = claim(store, dataset_id, now)
     if row is None:
         return None
     config = json.loads(row["ingest_config"] or "{}")
     limits = {key: store.config[key] for key in ("dataset_max_rows", "dataset_max_columns")}
+    final = Path(row["path"])
+    part = final.with_name(f"{final.name}.part-{uuid.uuid4().hex}")  # the child writes it; renamed on success
+    part.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fmt = filesafety.check_upload(row["raw_path"], max_bytes=int(store.config["dataset_max_mb"]) * 1048576)
-        names, records = sandbox.run_isolated(read_table, row["raw_path"], fmt, config, limits)
-    except WorkbenchError as exc:
-        finish(store, dataset_id, error=exc, now=now)
-    else:
-        schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
-        finish(store, dataset_id, records=records, schema=schema, now=now)
+        try:
+            fmt, result = _checked_import(store, row, config, limits, part)
+        except WorkbenchError as exc:
+            part.unlink(missing_ok=True)
+            finish(store, dataset_id, error=exc, now=now)
+        else:
+            if result["fallback"]:
+                logging.getLogger(__name__).info("dataset %s: %s imported by the per-cell reader (%s)", dataset_id,
+                                                 fmt, result["fallback"])
+            finish(store, dataset_id, written=part, row_count=result["row_count"], schema=result["schema"], now=now)
+    finally:
+        part.unlink(missing_ok=True)  # gone after the rename; after any failure, never left behind
     with store.read() as tx:
         return _public(_row(tx, dataset_id))
+
+
+def _checked_import(store: Store, row: dict[str, Any], config: dict[str, Any], limits: dict[str, int],
+                    part: Path) -> tuple[str, dict[str, Any]]:
+    """The file's checks here, its import (`import_file`) in the sandbox child, which writes `part`.
+
+    The child starts at once and loads its interpreter and libraries while the checks run; it reads
+    nothing until a gate file says they passed (or stops unread when they failed). Returns the format
+    and the child's result; raises the checks' or the child's error.
+    """
+    gate = Path(tempfile.mkdtemp(prefix="wb-import-")) / "checked"
+    entry = _XLSX_ENTRY if (row["original_format"] or "") in ("xlsx", "xlsm") else import_file
+    outcome: dict[str, Any] = {}
+
+    def run_child() -> None:
+        try:
+            outcome["value"] = sandbox.run_isolated(entry, row["raw_path"], config, limits, str(part), str(gate))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+
+    child = threading.Thread(target=run_child, name=f"import-{row['id'][:8]}", daemon=True)
+    child.start()
+    fmt = None
+    try:
+        try:
+            fmt = filesafety.check_upload(row["raw_path"], max_bytes=int(store.config["dataset_max_mb"]) * 1048576)
+        finally:
+            _release(gate, fmt)  # the format to read, or stop when the checks refused the file
+        child.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return fmt, outcome["value"]
+    finally:
+        try:
+            _release(gate, None)
+        except OSError:
+            shutil.rmtree(gate.parent, ignore_errors=True)  # a child whose gate's folder is gone stops too
+        child.join()
+        shutil.rmtree(gate.parent, ignore_errors=True)
+
+
+_CHECKS_WAIT_SECONDS = 600
+
+
+class _ChildEntry:
+    """A sandbox entry point named by its module path (all `sandbox.run_isolated` uses), so naming it
+    does not load its module into this process."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.__module__, self.__qualname__ = module, qualname
+
+
+# the .xlsx/.xlsm import: that module loads fastexcel, polars and pyarrow, in the child before its limits
+_XLSX_ENTRY = _ChildEntry("core.xlsx_import", "import_file")
+
+
+def _release(gate: Path, fmt: str | None) -> None:
+    """Tell the waiting child the outcome of the checks, once: the format to read, or stop."""
+    if gate.exists():
+        return
+    tmp = gate.with_name(gate.name + ".tmp")
+    tmp.write_text(fmt or "", encoding="utf-8")
+    os.replace(tmp, gate)
+
+
+def await_checks(gate: str) -> str | None:
+    """In the child: wait for the parent's checks; the format they found, or None to stop unread (also
+    when the parent is gone: an orphan never reads the file)."""
+    parent, deadline = os.getppid(), _time.monotonic() + _CHECKS_WAIT_SECONDS
+    while not os.path.exists(gate):
+        if _time.monotonic() > deadline or os.getppid() != parent or not os.path.isdir(os.path.dirname(gate)):
+            return None
+        _time.sleep(0.002)
+    return Path(gate).read_text(encoding="utf-8") or None
+
+
+def import_file(path: str, config: dict[str, Any], limits: dict[str, int], out: str,
+                gate: str) -> dict[str, Any] | None:
+    """The sandboxed import: wait for the checks, then `write_table` (None when the checks refused the
+    file, which is then never read)."""
+    fmt = await_checks(gate)
+    return None if fmt is None else write_table(path, fmt, config, limits, out, fast=False)
+
+
+def write_table(path: str, fmt: str, config: dict[str, Any], limits: dict[str, int], out: str, *,
+                fast: bool = True) -> dict[str, Any]:
+    """Import a checked file: its normalized records as a JSON list written to `out` (a temporary file
+    beside the final one, which the parent renames into place), and back only `names`, `row_count`,
+    `schema` (types from the first 1000 records), `reader` and `fallback` (why the fast path declined,
+    or None). Runs in the sandbox; nothing the size of the data crosses the process boundary.
+
+    With `fast`, .xlsx/.xlsm go through the columnar fast path (`core.xlsx_import`, whose libraries the
+    sandbox child must have loaded before its limits: `xlsx_import.import_file`) unless it declines the
+    sheet; the per-cell reader (`read_table`) produces the same records.
+    """
+    fallback = None
+    if fmt in ("xlsx", "xlsm"):
+        if not fast:
+            fallback = "the columnar libraries were not loaded"
+        else:
+            from core import xlsx_import
+
+            try:
+                return xlsx_import.write_json(path, config.get("sheet"), config, limits, out)
+            except xlsx_import.Fallback as exc:
+                fallback = exc.reason
+            except (WorkbenchError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                # a library failing on this file (a Rust panic is a BaseException): the per-cell reader decides
+                fallback = f"the fast path failed: {type(exc).__name__}: {str(exc)[:200]}"
+    names, records = read_table(path, fmt, config, limits)
+    data = json.dumps(records, ensure_ascii=False, default=str).encode("utf-8")
+    with open(out, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+    return {"names": names, "row_count": len(records), "schema": schema,
+            "reader": "calamine" if fmt in ("xlsx", "xlsm") else fmt, "fallback": fallback}
 
 
 def read_table(path: str, fmt: str, config: dict[str, Any],

@@ -94,6 +94,10 @@ if outline:
                    T("execute.model"): o["model"] or "—", T("execute.prompt"): o["prompt"] or "—",
                    T("execute.outputs"): ", ".join(f"{f['name']}: {f['type']}" for f in o["output"]) or "—"}
                   for o in outline], hide_index=True, width="stretch")
+if not problems and st.button(T("execute.docetl_check"), key="ex_docetl_check", help=T("execute.docetl_check_help")):
+    with st.spinner(T("execute.docetl_checking")):
+        deep = pipelines.docetl_check(text)
+    st.error("\n".join(f"- {p.message(ctx.lang)}" for p in deep)) if deep else st.success(T("execute.docetl_ok"))
 if may_edit:
     if text != saved:
         st.caption(T("execute.unsaved"))

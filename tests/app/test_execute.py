@@ -243,3 +243,13 @@ def test_pages_render_for_every_role(store, team, who):
     for page, title in ((PAGE, "execute.title"), (RUNS, "history.title")):
         at = _on(page, who)
         assert at.title[0].value == ZH[title]
+
+
+def test_docetl_check_button_reports_docetl_verdict(store, team):
+    """The deep check builds the pipeline with docetl in a sandboxed child (seconds), never in the page."""
+    pipelines.create_from_template(store, team["editor"], "alpha", "offline_demo", name="deep")
+    at = login(new_app(), "editor", PASSWORD)
+    at.switch_page(PAGE).run(timeout=60)
+    at.button(key="ex_docetl_check").click().run(timeout=120)
+    assert not at.exception, at.exception
+    assert ZH["execute.docetl_ok"] in texts(at)

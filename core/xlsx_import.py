@@ -34,6 +34,7 @@ can be compared cell by cell (empty / text / other) with what the per-cell reade
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -43,9 +44,15 @@ import zipfile
 from datetime import datetime
 from typing import Any
 
-# pyarrow's default (jemalloc) pool reserves about 1 GB of address space, which the sandbox's limit
-# would count as work; the system allocator reserves what it uses. Set before pyarrow loads.
+# The sandbox limits the child's address space, so what the libraries reserve without using counts:
+# pyarrow's default (jemalloc) pool reserves about 1 GB (the system allocator reserves what it uses; set
+# before pyarrow loads), and glibc gives each thread that allocates under contention an arena of its
+# own, 64 MB of address space apiece (two are plenty).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+try:
+    ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+except (OSError, AttributeError):  # not glibc
+    pass
 
 import fastexcel  # noqa: E402  (the libraries load with this module: in the sandbox child, before its limits)
 import polars as pl  # noqa: E402
@@ -288,27 +295,32 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     if cell_errors is not None and not all(_CELL_ERROR.match(e.detail) for e in cell_errors.errors):
         raise Fallback("cells fastexcel could not convert")
     width = len(columns)
+    del loaded, reader  # calamine's cells: the Arrow columns hold the data now
     if any(v is not None for v in header[width:]):
         raise Fallback("the header window is wider than the used range")
     names = tabular.unique_names(list(header[:width]) + [None] * (width - len(header)))
     frame = pl.from_arrow(batch)
+    del batch
     frame.columns = [f"c{i}" for i in range(width)]
+    datetime_cols = {i for i, dtype in enumerate(frame.dtypes) if isinstance(dtype, pl.Datetime)}
     values, present = _literals(frame)
     # two steps: the literals column-parallel, then one row-wise concatenation (one select is slower)
     literals = frame.select(*[v.alias(f"v{i}") for i, v in enumerate(values)],
                             (pl.any_horizontal(present) if present else pl.lit(False)).alias("present"))
-    body = literals.select(pl.concat_str(_row_pieces(names)).alias("json"), "present")
+    del frame
+    row_json = pl.concat_str(_row_pieces(names)).alias("json")
 
     # every window row the full read covers must look the same to header detection in both
     covered = range(first, scanned if stop is None else min(stop, scanned))
-    firsts = body["json"].head(len(covered)).to_list()
+    firsts = literals.head(len(covered)).select(row_json)["json"].to_list()
     for i, r in enumerate(covered):
         seen = _kinds(rows[r]) if r < len(rows) else []
         read = _kinds(list(json.loads(firsts[i][1:]).values())) if i < len(firsts) else []
         if seen != read:
             raise Fallback(f"the header window and the full read disagree on row {r + 1}")
-    body = body.slice(start - first, None if end is None else end - start)
-    kept = body.filter(pl.col("present"))["json"]
+    literals = literals.slice(start - first, None if end is None else end - start)
+    kept = literals.filter(pl.col("present")).select(row_json)["json"]
+    del literals
     count = len(kept)
     if count > int(limits["dataset_max_rows"]):
         raise ValidationError("dataset.error.too_many_rows", rows=count, max=limits["dataset_max_rows"])
@@ -322,14 +334,18 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
         raise Fallback("ISO date cells (t=\"d\")")
     if scan.unplaced:
         raise Fallback("a near-whole number the sheet scan could not tie to a cell")
-    datetime_cols = {i for i, dtype in enumerate(frame.dtypes) if isinstance(dtype, pl.Datetime)}
     last = float("inf") if end is None else end
     if any(c in datetime_cols and start <= r < last for r, c in scan.midnight_not_whole):
         raise Fallback("a date serial within half a millisecond of a whole day")
 
+    # the file is written on a thread (the writes and the fsync release the GIL) while the schema is made
+    writer = _Writer(kept, out)
+    writer.start()
     sample = json.loads("[" + "".join(kept.head(SCHEMA_SAMPLE).to_list())[1:] + "]") if count else []
-    _write_rows(kept, out)
     schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in sample)} for n in names]
+    writer.join()
+    if writer.error is not None:
+        raise writer.error
     return {"names": names, "row_count": count, "schema": schema, "reader": "fastexcel", "fallback": None}
 
 
@@ -468,25 +484,38 @@ def _row_pieces(names: list[str]) -> list[pl.Expr]:
     return pieces
 
 
-def _write_rows(rows: Any, out: str) -> None:
-    """`[` + the rows' text (each `,{...}`, the first comma skipped) + `]`, from the Arrow buffers."""
-    with open(out, "wb") as fh:
-        fh.write(b"[")
-        first = True
-        for chunk in _chunks(rows.to_arrow()):
-            if len(chunk) == 0:
-                continue
-            offsets = memoryview(chunk.buffers()[1]).cast("B")
-            step = 8 if str(chunk.type) == "large_string" else 4
-            view = offsets[(chunk.offset) * step:(chunk.offset + len(chunk) + 1) * step].cast("q" if step == 8 else "i")
-            begin, stop = view[0], view[-1]
-            data = memoryview(chunk.buffers()[2])[begin:stop]
-            fh.write(data[1:] if first else data)
-            first = False
-        fh.write(b"]")
-        fh.flush()
-        os.fsync(fh.fileno())
+class _Writer(threading.Thread):
+    """`[` + the rows' text (each `,{...}`, the first one's comma skipped) + `]` into `out`, copied from
+    the Arrow buffers a slice at a time, then flushed to disk."""
 
+    SLICE = 50_000
 
-def _chunks(array: Any) -> list[Any]:
-    return list(array.chunks) if hasattr(array, "chunks") else [array]
+    def __init__(self, rows: pl.Series, out: str) -> None:
+        super().__init__(daemon=True, name="xlsx-import-write")
+        self.rows, self.out = rows, out
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:  # raised again by the main thread
+            self.error = exc
+
+    def _write(self) -> None:
+        with open(self.out, "wb") as fh:
+            fh.write(b"[")
+            skip = 1
+            for offset in range(0, len(self.rows), self.SLICE):
+                array = self.rows.slice(offset, self.SLICE).to_arrow(compat_level=pl.CompatLevel.oldest())
+                for chunk in (array.chunks if hasattr(array, "chunks") else [array]):
+                    if str(chunk.type) != "large_string":
+                        raise TypeError(f"unexpected Arrow type {chunk.type}")
+                    if len(chunk) == 0:
+                        continue
+                    bounds = memoryview(chunk.buffers()[1]).cast("B")[chunk.offset * 8:(chunk.offset + len(chunk) + 1) * 8]
+                    begin, stop = bounds[:8].cast("q")[0], bounds[-8:].cast("q")[0]
+                    fh.write(memoryview(chunk.buffers()[2])[begin + skip:stop])
+                    skip = 0
+            fh.write(b"]")
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -358,7 +358,7 @@ class Stats:
             self._by_model[model] += 1
 
     def end(self, status: str, kind: str | None) -> None:
-        """Count a request's outcome once its reply is written (or its connection dropped)."""
+        """Count a request's outcome as its reply is about to be written (or its connection dropped)."""
         with self._lock:
             self._in_flight -= 1
             self._by_status[status] += 1
@@ -474,6 +474,11 @@ class Handler(BaseHTTPRequestHandler):
     """Routes requests; HTTP/1.1 keep-alive, as the OpenAI client pools connections."""
 
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as real API servers set it: a reply is written as two segments (headers, then body),
+    # and on a kept-alive connection Nagle's algorithm holds the body until the client's delayed ACK of
+    # the headers, ~40 ms later. The client would then see every request ~40 ms slower than the
+    # configured latency, while the counters (in_flight) already called it done.
+    disable_nagle_algorithm = True
     server: _Server
 
     @property
@@ -555,45 +560,46 @@ class Handler(BaseHTTPRequestHandler):
     # ---- the fake API
 
     def _serve_api(self, route: str, body: Any) -> None:
-        """Count the request, apply the injected outcome, and answer; in_flight spans all of it."""
+        """Count the request, apply the injected outcome, and answer; in_flight spans all of it.
+
+        The request leaves in_flight just before its reply is written, not after: a client that has its
+        answer may send its next request at once (on another CPU), and counting the old one done only
+        after the write returned would briefly show both in flight, more than the client ever had."""
         body = body if isinstance(body, dict) else {}
         self.state.stats.begin("/v1" + route, str(body.get("model", "")))
         self.state.remember("/v1" + route, body)
-        status, kind = "500", None
+        status, kind, reply = "500", None, None
         try:
-            status, kind = self._api_outcome(route, body)
+            status, kind, reply = self._api_outcome(route, body)
         finally:
             self.state.stats.end(status, kind)
+        if reply is not None:
+            self._send_json(*reply)
 
-    def _api_outcome(self, route: str, body: dict[str, Any]) -> tuple[str, str | None]:
-        """Write the reply (or drop the connection); return the status to count and the reply's kind."""
+    def _api_outcome(self, route: str, body: dict[str, Any]) -> tuple[str, str | None, tuple[Any, ...] | None]:
+        """Wait out the latency and decide: the status to count, the reply's kind, and the reply to write
+        (`_send_json` arguments; None when the connection is held and dropped instead)."""
         api_key = self.state.config.api_key
         if api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
-            self._send_json(401, error_body(401, "Incorrect API key provided (fake server)"))
-            return "401", None
+            return "401", None, (401, error_body(401, "Incorrect API key provided (fake server)"))
         outcome, config, delay = self.state.next_outcome()
         if delay:
             time.sleep(delay)
         if outcome == "timeout":
             self._hold(config.hang)
-            return "timeout", None
+            return "timeout", None, None
         if outcome == "429":
             retry = f"{config.retry_after:g}"
-            self._send_json(429, error_body(429, "Rate limit reached (injected by fake server)"),
-                            {"Retry-After": retry, "retry-after-ms": str(int(config.retry_after * 1000))})
-            return "429", None
+            return "429", None, (429, error_body(429, "Rate limit reached (injected by fake server)"),
+                                 {"Retry-After": retry, "retry-after-ms": str(int(config.retry_after * 1000))})
         if outcome == "500":
-            self._send_json(500, error_body(500, "Internal error (injected by fake server)"))
-            return "500", None
+            return "500", None, (500, error_body(500, "Internal error (injected by fake server)"))
         if body.get("stream"):
-            self._send_json(400, error_body(400, "the fake server does not stream"))
-            return "400", None
+            return "400", None, (400, error_body(400, "the fake server does not stream"))
         if route == "/embeddings":
-            self._send_json(200, embeddings_reply(body))
-            return "200", "embeddings"
+            return "200", "embeddings", (200, embeddings_reply(body))
         reply, kind = chat_completion(body, self.state.new_id(), config.pick)
-        self._send_json(200, reply)
-        return "200", kind
+        return "200", kind, (200, reply)
 
     def _hold(self, seconds: float) -> None:
         """Never answer: wait until the client gives up (or `seconds` pass), then drop the connection."""

@@ -7,6 +7,7 @@ written to a temporary file and renamed. This module is the only place an ingest
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -301,7 +302,8 @@ def _checked_import(store: Store, row: dict[str, Any], config: dict[str, Any], l
     and the child's result; raises the checks' or the child's error.
     """
     gate = Path(tempfile.mkdtemp(prefix="wb-import-")) / "checked"
-    entry = _XLSX_ENTRY if (row["original_format"] or "") in ("xlsx", "xlsm") else import_file
+    columnar = (row["original_format"] or "") in ("xlsx", "xlsm") and _columnar_available()
+    entry = _XLSX_ENTRY if columnar else import_file
     outcome: dict[str, Any] = {}
 
     def run_child() -> None:
@@ -344,6 +346,11 @@ class _ChildEntry:
 
 # the .xlsx/.xlsm import: that module loads fastexcel, polars and pyarrow, in the child before its limits
 _XLSX_ENTRY = _ChildEntry("core.xlsx_import", "import_file")
+
+
+def _columnar_available() -> bool:
+    """Whether the fast path's libraries are installed (looked up here, not loaded)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("fastexcel", "polars", "pyarrow"))
 
 
 def _release(gate: Path, fmt: str | None) -> None:

@@ -275,6 +275,16 @@ def test_the_import_renames_a_complete_file_into_place(store: Store, team, tmp_p
     assert _parts(store) == []
 
 
+def test_without_the_columnar_libraries_an_import_still_succeeds(store: Store, team, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setattr(datasets, "_columnar_available", lambda: False)  # the light child, per-cell reader
+    path = rich_book(tmp_path / "rich.xlsx")
+    done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="r.xlsx")["id"])
+    assert done["ingest_status"] == "ready"
+    assert exact(json.loads(Path(done["path"]).read_text(encoding="utf-8"))) == exact(
+        datasets.read_table(str(path), "xlsx", {}, LIMITS)[1])
+
+
 def test_a_failed_import_leaves_no_part_file(store: Store, team, tmp_path: Path, monkeypatch) -> None:
     junk = upload(store, team["editor"], content=b"PK\x03\x04" + bytes(500), filename="x.xlsx")
     junk = datasets.ingest(store, junk["id"])

@@ -137,14 +137,16 @@ def import_docetl() -> Any:
 
 
 # -- the execute function ----------------------------------------------------------------------------
-def execute(store: Store, run_id: str, *, now: Callable[[], datetime] | None = None) -> dict[str, Any]:
-    """Run a claimed (`running`) run to its end and record the outcome; returns the finished run."""
+def execute(store: Store, run_id: str, *, now: Callable[[], datetime] | None = None,
+            isolated: bool = False) -> dict[str, Any]:
+    """Run a claimed (`running`) run to its end and record the outcome; returns the finished run.
+    `isolated` says this process exists for this run alone (the service's child)."""
     run = _trusted_run(store, run_id)
     paths = runs.run_paths(store.config.namespace_dir(run["namespace"]), run_id)
     with open(paths["log"], "a", encoding="utf-8", buffering=1) as log:
         _log(log, f"run {run_id} of pipeline {run['pipeline_name']!r} started by {run['created_by']}")
         try:
-            outcome = _execute(store, run, paths, log)
+            outcome = _execute(store, run, paths, log, isolated)
         except RunFailed as exc:
             _log(log, f"run failed ({exc.category.value}): {exc.key} {exc.params}")
             return _finish_failed(store, run, paths, exc, now)
@@ -158,7 +160,8 @@ def execute(store: Store, run_id: str, *, now: Callable[[], datetime] | None = N
     return _finish_completed(store, run, paths, outcome, now)
 
 
-def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: TextIO) -> dict[str, Any]:
+def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: TextIO,
+             isolated: bool) -> dict[str, Any]:
     from core import pipelines
 
     input_path, input_rows = _input(store, run, paths)
@@ -172,7 +175,11 @@ def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: Tex
     os.environ.update(docetl_environment(store))
     _log(log, f"input: {input_rows} rows; importing docetl")
     DSLRunner = import_docetl()
-    llm_limiter.install(llm_limiter.LLMLimiter.from_config(store.config))
+    limiter = llm_limiter.LLMLimiter.from_config(store.config)
+    if isolated:  # a process of its own: hold slots only while a request is really on the wire
+        llm_limiter.install_http(limiter)
+    else:
+        llm_limiter.install(limiter)
     tally = _ErrorTally.install()
     return _run_docetl(DSLRunner, config, paths, log, tally, input_rows, int(store.config["run_max_threads"]))
 
@@ -547,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m core.execute RUN_ID", file=sys.stderr)
         return 2
     store = open_store(Config.from_env())
-    run = execute(store, args[0])
+    run = execute(store, args[0], isolated=True)
     return 0 if run["status"] in (RunStatus.COMPLETED.value, RunStatus.CANCELLED.value) else 1
 
 

@@ -293,8 +293,16 @@ def test_lock_files_are_private(lock_dir: Path) -> None:
     limiter.acquire().release()
     assert stat.S_IMODE(lock_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((lock_dir / llm_limiter.QUEUE_DIR).stat().st_mode) == 0o700
-    for name in (llm_limiter.SEQ_FILE, "slot-0", "rpm"):
-        assert stat.S_IMODE((lock_dir / name).stat().st_mode) & 0o077 == 0
+    with limiter.slot():
+        with limiter.slot():  # both slots taken: the next one queues (sequence file, ticket)
+            waiter = threading.Thread(target=lambda: limiter.acquire().release())
+            waiter.start()
+            while not os.listdir(lock_dir / llm_limiter.QUEUE_DIR):
+                time.sleep(0.001)
+    waiter.join()
+    assert {"slot-0", "slot-1", "rpm", llm_limiter.SEQ_FILE} <= set(os.listdir(lock_dir))
+    for path in lock_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path.name
 
 
 def test_from_config_reads_the_settings(tmp_path: Path) -> None:

@@ -408,10 +408,10 @@ class _Monitor(threading.Thread):
         super().__init__(name="wb-progress", daemon=True)
         self.runner, self.tracker, self.paths = runner, tracker, paths
         self.cancelled = False
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(PROGRESS_INTERVAL):
+        while not self._halt.wait(PROGRESS_INTERVAL):
             self.tick()
 
     def tick(self) -> None:
@@ -425,8 +425,8 @@ class _Monitor(threading.Thread):
         write_progress(self.paths["progress"], snapshot)
 
     def stop(self) -> None:
-        if not self._stop.is_set():
-            self._stop.set()
+        if not self._halt.is_set():
+            self._halt.set()
             self.tick()
 
 

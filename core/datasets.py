@@ -21,15 +21,16 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from core import audit, clock, filesafety, sandbox, tabular, xlsx_preview
+from core import audit, clock, filesafety, sandbox, tabular, workers, xlsx_preview
 from core.errors import NotFound, ValidationError, WorkbenchError
 from core.i18n import t
 from core.permissions import Action, require
 from core.principal import Principal
 from core.store import Store, Tx
 
+_LOG = logging.getLogger(__name__)
 _SAFE_FILENAME = re.compile(r"[^\w.\-() ]+", re.UNICODE)
 PUBLIC_COLUMNS = ("id", "namespace", "name", "description", "source", "format", "original_format", "path",
                   "ingest_status", "ingest_config", "error", "schema", "row_count", "lineage", "tags",
@@ -114,6 +115,17 @@ def get(store: Store, principal: Principal, dataset_id: str) -> dict[str, Any]:
     return _public(row)
 
 
+def find(store: Store, principal: Principal, namespace: str, name_or_id: str) -> dict[str, Any]:
+    """A namespace's dataset by id or by name (what the CLI and notebooks accept)."""
+    require(principal, Action.VIEW, namespace)
+    with store.read() as tx:
+        found = tx.execute("SELECT * FROM datasets WHERE namespace = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC",
+                           [namespace, name_or_id, name_or_id, name_or_id])
+    if not found:
+        raise NotFound("dataset.error.not_found_name", name=name_or_id, namespace=namespace)
+    return _public(found[0])
+
+
 def list_datasets(store: Store, principal: Principal, namespace: str, *, source: str | None = None,
                   search: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
     """A namespace's datasets, newest first, filtered by source, a name/description search and a tag."""
@@ -173,13 +185,24 @@ def create_upload(store: Store, principal: Principal, namespace: str, filename: 
         raise
 
 
-def claim(store: Store, dataset_id: str, now: datetime | None = None) -> dict[str, Any] | None:
-    """pending → processing, for exactly one worker (None when another took it or it is not pending)."""
+def claim(store: Store, dataset_id: str, now: datetime | None = None,
+          worker: str | None = None) -> dict[str, Any] | None:
+    """pending → processing, for exactly one worker (None when another took it or it is not pending).
+    The worker's identity is kept so that a restart can tell a live import from an orphaned one."""
     with store.transaction() as tx:
-        changed = tx.execute("UPDATE datasets SET ingest_status = ?, updated_at = ? WHERE id = ? AND ingest_status = ?"
-                             " RETURNING *", [IngestStatus.PROCESSING.value, clock.resolve(now), dataset_id,
-                                              IngestStatus.PENDING.value])
+        changed = tx.execute("UPDATE datasets SET ingest_status = ?, ingest_worker = ?, updated_at = ? WHERE id = ?"
+                             " AND ingest_status = ? RETURNING *",
+                             [IngestStatus.PROCESSING.value, worker or workers.identity(), clock.resolve(now),
+                              dataset_id, IngestStatus.PENDING.value])
     return changed[0] if changed else None
+
+
+def next_pending(store: Store) -> str | None:
+    """The oldest import waiting for a worker (the service takes them one at a time)."""
+    with store.read() as tx:
+        found = tx.execute("SELECT id FROM datasets WHERE ingest_status = ? ORDER BY created_at, id LIMIT 1",
+                           [IngestStatus.PENDING.value])
+    return found[0]["id"] if found else None
 
 
 def finish(store: Store, dataset_id: str, *, records: list[dict[str, Any]] | None = None,
@@ -211,12 +234,35 @@ def finish(store: Store, dataset_id: str, *, records: list[dict[str, Any]] | Non
                               now, dataset_id])
 
 
-def recover_interrupted(store: Store, now: datetime | None = None) -> int:
-    """On start: imports left `processing` by a process that died go back to `pending` (never stuck)."""
+def ingest_in_background(store: Store, dataset_id: str) -> threading.Thread:
+    """Start the import job on a daemon thread of this process (the app's own worker), so a page
+    returns at once and shows the status. The scheduler service runs the same `ingest` for pending
+    imports too; the claim lets exactly one of them do it. If this process dies mid-import, the
+    service's reclaim puts the dataset back to pending (its worker is gone) and imports it."""
+    def work() -> None:
+        try:
+            ingest(store, dataset_id)
+        except Exception:  # the import records its own failures; this only keeps a stray bug visible
+            _LOG.exception("background import of %s failed", dataset_id)
+
+    thread = threading.Thread(target=work, name=f"wb-import-{dataset_id[:8]}", daemon=True)
+    thread.start()
+    return thread
+
+
+def recover_interrupted(store: Store, now: datetime | None = None,
+                        is_alive: Callable[[str | None], bool] = workers.alive) -> int:
+    """Imports left `processing` by a process that is gone go back to `pending`, so a worker picks
+    them up again (never stuck); one whose worker still lives is left alone."""
     with store.transaction() as tx:
-        rows = tx.execute("UPDATE datasets SET ingest_status = ?, updated_at = ? WHERE ingest_status = ? RETURNING id",
-                          [IngestStatus.PENDING.value, clock.resolve(now), IngestStatus.PROCESSING.value])
-    return len(rows)
+        stuck = tx.execute("SELECT id, ingest_worker FROM datasets WHERE ingest_status = ?",
+                           [IngestStatus.PROCESSING.value])
+        lost = [r["id"] for r in stuck if not is_alive(r["ingest_worker"])]
+        for dataset_id in lost:
+            tx.execute_write("UPDATE datasets SET ingest_status = ?, ingest_worker = NULL, updated_at = ?"
+                             " WHERE id = ? AND ingest_status = ?", [IngestStatus.PENDING.value, clock.resolve(now),
+                                                                    dataset_id, IngestStatus.PROCESSING.value])
+    return len(lost)
 
 
 # -- changes -----------------------------------------------------------------------------------------
@@ -259,7 +305,8 @@ def delete(store: Store, principal: Principal, dataset_id: str, now: datetime | 
 
 
 # -- the import job ------------------------------------------------------------------------------------
-def ingest(store: Store, dataset_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+def ingest(store: Store, dataset_id: str, now: datetime | None = None,
+           worker: str | None = None) -> dict[str, Any] | None:
     """Run one pending import to its end (ready or failed); None when it was not pending.
 
     Called by a worker thread now and by the scheduler service later: the same function either way.
@@ -268,7 +315,7 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None) -> dict[s
     writes the normalized JSON to a temporary file beside the final one, renamed into place here once
     the import succeeded (deleted when it failed); only the names, row count and schema come back.
     """
-    row = claim(store, dataset_id, now)
+    row = claim(store, dataset_id, now, worker)
     if row is None:
         return None
     config = json.loads(row["ingest_config"] or "{}")
@@ -449,6 +496,52 @@ def _check_limits(rows: int, columns: int, limits: dict[str, int]) -> None:
         raise ValidationError("dataset.error.too_many_rows", rows=rows, max=limits["dataset_max_rows"])
     if columns > int(limits["dataset_max_columns"]):
         raise ValidationError("dataset.error.too_many_columns", columns=columns, max=limits["dataset_max_columns"])
+
+
+def ready_path(store: Store, dataset_id: str, namespace: str) -> Path:
+    """The normalized JSON of a ready dataset in `namespace`, for the executor of a run whose rights
+    were checked when it was queued; a clear error when it is gone, elsewhere or not ready."""
+    with store.read() as tx:
+        found = tx.execute("SELECT * FROM datasets WHERE id = ?", [dataset_id])
+    if not found or found[0]["namespace"] != namespace:
+        raise NotFound("dataset.error.not_found", id=dataset_id)
+    row = found[0]
+    if row["ingest_status"] != IngestStatus.READY.value:
+        raise ValidationError("dataset.error.not_ready", name=row["name"], status=row["ingest_status"])
+    return Path(row["path"])
+
+
+# -- pipeline outputs --------------------------------------------------------------------------------
+def register_generated(store: Store, principal: Principal, namespace: str, name: str, source: Path, *,
+                       lineage: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """A run's output (a JSON list of objects) saved as a `pipeline_generated` dataset with lineage.
+
+    The file is copied (the run keeps its own output) to a temporary file and renamed into place; a
+    taken name gets a " (2)" suffix rather than failing a finished run.
+    """
+    require(principal, Action.UPLOAD_DATASET, namespace)
+    records = tabular.read_json_records(Path(source))
+    names = list(dict.fromkeys(k for r in records for k in r))
+    schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+    dataset_id = uuid.uuid4().hex
+    target = data_center_dir(store, namespace) / "datasets" / "generated" / f"{dataset_id}.json"
+    write_atomic(target, Path(source).read_bytes())
+    now = clock.resolve(now)
+    try:
+        with store.transaction() as tx:
+            unique = _legacy_name(tx, namespace, _validate_name(name))
+            tx.execute_write(
+                "INSERT INTO datasets (id, namespace, name, source, original_format, path, ingest_status, schema,"
+                " row_count, lineage, created_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [dataset_id, namespace, unique, Source.PIPELINE_GENERATED.value, "json", str(target),
+                 IngestStatus.READY.value, json.dumps(schema, ensure_ascii=False), len(records),
+                 json.dumps(lineage, ensure_ascii=False, default=str), principal.username, now, now])
+            audit.record(tx, principal, "dataset.save_output", resource_type="dataset", resource_id=dataset_id,
+                         namespace=namespace, detail={"name": unique, **lineage}, now=now)
+            return _public(_row(tx, dataset_id))
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 # -- DocWrangler's uploads ---------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_llm_map_on_a_sample_counts_tokens_and_rows(keyed: Store, team, llm: Fak
     source = import_sample(store, editor)
     llm.reset()
     run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="classify", yaml_text=llm_yaml(llm),
-                       input_dataset_id=source["id"], sample_rows=12)
+                       input_dataset_id=source["id"], sample_rows=12, save_output_as="classified")
     done = run_child(store, run["id"])
     assert done["status"] == "completed", (done["error"], runs.log_tail(done))
     assert (done["input_rows"], done["output_rows"]) == (12, 12)
@@ -98,6 +98,12 @@ def test_llm_map_on_a_sample_counts_tokens_and_rows(keyed: Store, team, llm: Fak
     rows = json.loads(Path(done["output_path"]).read_text(encoding="utf-8"))
     assert all(r["sentiment"] in ("positive", "neutral", "negative") and isinstance(r["urgency"], int) for r in rows)
     assert "sk-test-not-real" not in Path(done["log_path"]).read_text(encoding="utf-8")
+    # Excel upload -> dataset -> LLM run -> a generated dataset that knows where it came from
+    saved = datasets.get(store, editor, done["output_dataset_id"])
+    assert (saved["source"], saved["row_count"]) == ("pipeline_generated", 12)
+    assert saved["lineage"] == {"pipeline_id": None, "pipeline": "classify", "run_id": run["id"],
+                                "output": done["output_path"], "input_dataset_id": source["id"]}
+    assert {c["name"] for c in saved["schema"]} >= {"summary", "sentiment", "urgency", "comment"}
 
 
 def test_every_request_failing_is_a_failed_run_with_a_category(keyed: Store, team, llm: FakeLLM) -> None:

@@ -271,7 +271,6 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
         first, stop = start, end
     else:
         first, stop = header_at + 1, None if end is None else max(end, scanned)
-    if configured is None:
         _check_title_rows(rows, header_at, warned_rows)
 
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import random
+from xml.etree import ElementTree
 import os
 import struct
 import warnings
@@ -391,6 +393,22 @@ def test_doctype_split_across_chunks_is_found(tmp_path: Path, cut: int) -> None:
     xml = b"<?xml version='1.0'?>" + b" " * (cut - 21) + b"<!DOCTYPE x [<!ENTITY a 'b'>]><x/>"
     path = rewrite_zip(real_xlsx(tmp_path / "src.xlsx"), tmp_path / "split.xlsx", add={"xl/custom.xml": xml})
     refused("file.error.xml_doctype", check_upload, path)
+
+
+def test_doctype_after_long_comments_is_found_and_the_scan_stops_at_the_root(tmp_path: Path) -> None:
+    """The prolog may be long (comments, processing instructions): a DOCTYPE anywhere in it is found.
+    After the root element a DOCTYPE is not well-formed XML; the parser refuses it without expanding
+    anything, so the scan does not read the rest of the part (the whole sheet)."""
+    noise = random.Random(7).randbytes(150 * 1024).hex().encode()  # incompressible: no ratio refusal
+    prolog = b"<?xml version='1.0'?>" + b"<!-- " + noise + b" --><?pi data?>"
+    bad = rewrite_zip(real_xlsx(tmp_path / "src.xlsx"), tmp_path / "late.xlsx",
+                      add={"xl/custom.xml": prolog + b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>"})
+    refused("file.error.xml_doctype", check_upload, bad)
+    late = prolog + b"<x>" + noise + b"<!DOCTYPE y [<!ENTITY b 'c'>]></x>"
+    with pytest.raises(ElementTree.ParseError):  # what a parser makes of a DOCTYPE after the root: an error
+        ElementTree.fromstring(late)
+    fine = rewrite_zip(real_xlsx(tmp_path / "src2.xlsx"), tmp_path / "fine.xlsx", add={"xl/custom.xml": late})
+    assert check_upload(fine) == "xlsx"  # so the scan stopped at <x>, never reading the rest
 
 
 def test_doctype_hidden_in_other_encodings_or_names(tmp_path: Path) -> None:

@@ -296,12 +296,23 @@ def delete(store: Store, principal: Principal, dataset_id: str, now: datetime | 
         row = _row(tx, dataset_id)
         require(principal, Action.DELETE_RESOURCE, row["namespace"])
         tx.execute_write("DELETE FROM datasets WHERE id = ?", [dataset_id])
+        legacy = _is_legacy(store, row)
+        if legacy:  # DocWrangler's file stays where it is; the next discovery must not bring it back
+            tx.execute_write("INSERT INTO dismissed_legacy_files (namespace, path, dismissed_at, dismissed_by)"
+                             " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                             [row["namespace"], row["path"], clock.resolve(now), principal.username])
         audit.record(tx, principal, "dataset.delete", resource_type="dataset", resource_id=dataset_id,
-                     namespace=row["namespace"], detail={"name": row["name"]}, now=now)
+                     namespace=row["namespace"], detail={"name": row["name"], "legacy_file_kept": legacy}, now=now)
     base = data_center_dir(store, row["namespace"])
     for owned in (Path(row["raw_path"]).parent if row["raw_path"] else None, Path(row["path"])):
         if owned and owned.resolve().is_relative_to(base.resolve()) and owned.exists():
             shutil.rmtree(owned) if owned.is_dir() else owned.unlink()
+
+
+def _is_legacy(store: Store, row: dict[str, Any]) -> bool:
+    """A dataset registered in place from the namespace's `files/` (DocWrangler's uploads)."""
+    folder = (store.config.namespace_dir(row["namespace"]) / "files").resolve()
+    return Path(row["path"]).resolve().parent == folder
 
 
 # -- the import job ------------------------------------------------------------------------------------
@@ -556,7 +567,8 @@ def sync_legacy(store: Store, principal: Principal, namespace: str, now: datetim
     files = sorted(p for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
     if not files:
         return 0
-    known = {r["path"] for r in store.execute("SELECT path FROM datasets WHERE namespace = ?", [namespace])}
+    known = {r["path"] for r in store.execute("SELECT path FROM datasets WHERE namespace = ? UNION ALL SELECT path"
+                                              " FROM dismissed_legacy_files WHERE namespace = ?", [namespace, namespace])}
     added = 0
     for path in files:
         if str(path) in known:

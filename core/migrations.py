@@ -166,4 +166,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             updated_by VARCHAR
         )""",
     ]),
+    (4, "legacy files a user deleted from the Data Center stay dismissed", [
+        """CREATE TABLE dismissed_legacy_files (
+            namespace VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            dismissed_at TIMESTAMPTZ NOT NULL,
+            dismissed_by VARCHAR,
+            PRIMARY KEY (namespace, path)
+        )""",
+    ]),
 ]

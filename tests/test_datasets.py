@@ -126,6 +126,10 @@ def test_docwrangler_uploads_appear_as_user_uploads_once(store: Store, team) -> 
     assert found["broken"]["ingest_status"] == "failed" and found["broken"]["error"]["key"] == "dataset.error.json"
     datasets.delete(store, team["nsadmin"], found["reviews"]["id"])
     assert (files / "reviews.json").exists()  # the legacy file is DocWrangler's: left where it was
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 0  # and deleted here stays deleted
+    assert "reviews" not in {d["name"] for d in datasets.list_datasets(store, team["viewer"], "alpha")}
+    (files / "notes.json").write_text("[]", encoding="utf-8")
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 1  # new files still appear
 
 
 def test_an_excel_upload_imports_under_its_title_block(store: Store, team, tmp_path: Path) -> None:

@@ -48,11 +48,19 @@ class Service:
                 return
             self.reclaim()
             while not self.stopping.is_set() and self.config.home.exists():
-                self.tick()
-                self.heartbeat()
+                self.round()
                 self.stopping.wait(self.poll)
         finally:
             self.teardown()
+
+    def round(self) -> None:
+        """One tick and a heartbeat; a failure (the store busy for a moment, a full disk) is logged and
+        the next round tries again: the loop itself never dies of it."""
+        try:
+            self.tick()
+            self.heartbeat()
+        except Exception:
+            log.exception("scheduler round failed; retrying next round")
 
     def lead(self) -> bool:
         """Take the leader lock, waiting as a hot standby while another service holds it."""

@@ -174,3 +174,19 @@ def test_the_llm_limit_holds_across_runs_and_processes(store: Store, team, servi
     stats = llm.stats()
     assert stats["max_in_flight"] == 4  # reached, never exceeded, with 3 runs x 8 threads asking
     assert stats["by_kind"].get("send_output") == 3 * 40
+
+
+def test_a_failing_round_is_logged_and_the_loop_goes_on(store: Store, env, caplog, monkeypatch) -> None:
+    service = Service(Config.from_env(env), poll_seconds=0.01)
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full for a moment")
+        service.stopping.set()
+
+    monkeypatch.setattr(service, "tick", flaky)
+    service.work()  # returns (stopped by the second round), never raises
+    assert len(calls) == 2 and "scheduler round failed" in caplog.text
+    assert not service_control.leader_alive(store.config)  # leadership given up in teardown

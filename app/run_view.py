@@ -68,7 +68,17 @@ def show(ctx: shell.Ctx, run: dict[str, Any], key: str) -> None:
 
 
 def _live(ctx: shell.Ctx, run_id: str, key: str) -> None:
-    """The same few containers on every tick (the page does not flicker as the status moves on)."""
+    """The same few containers on every tick (the page does not flicker as the status moves on). A
+    tick that fails (the store busy for a moment) says so in words; the next tick tries again."""
+    try:
+        _live_tick(ctx, run_id, key)
+    except WorkbenchError as exc:
+        shell.show_error(exc)
+    except OSError as exc:
+        st.warning(T("run.refresh_failed", detail=str(exc)[:200]))
+
+
+def _live_tick(ctx: shell.Ctx, run_id: str, key: str) -> None:
     run = runs.get(ctx.store, ctx.principal, run_id)
     if run["status"] not in ACTIVE:
         st.rerun()  # it just finished: the whole page once more, then it stays still
@@ -89,8 +99,8 @@ def _live(ctx: shell.Ctx, run_id: str, key: str) -> None:
                 try:
                     runs.cancel(ctx.store, ctx.principal, run_id)
                     st.rerun()
-                except WorkbenchError as exc:
-                    shell.show_error(exc)
+                except (WorkbenchError, OSError) as exc:
+                    shell.show_error(exc) if isinstance(exc, WorkbenchError) else st.warning(str(exc)[:200])
     tail = runs.log_tail(run, LOG_BYTES).splitlines()[-LIVE_LINES:]  # the newest lines, without scrolling
     st.code("\n".join(tail) or T("run.no_log"), language=None)
 

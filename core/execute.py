@@ -168,6 +168,7 @@ def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: Tex
     config = pipelines.parse_yaml(paths["config"].read_text(encoding="utf-8"))
     config = pipelines.bind(config, input_path=str(input_path), output_path=str(paths["output"]),
                             intermediate_dir=str(paths["intermediates"]))
+    _own_files_only(config, store.config.namespace_dir(run["namespace"]))
     config.setdefault("default_model", store.config["llm_default_model"])
     if store.config["llm_api_base"] and "default_lm_api_base" not in config:
         config["default_lm_api_base"] = store.config["llm_api_base"]
@@ -257,6 +258,16 @@ def _starting(config: dict[str, Any]) -> dict[str, Any]:
     return {"finished": False, "starting": True, "elapsed": 0.0, "total_cost": 0.0, "ops": ops}
 
 
+def _own_files_only(config: dict[str, Any], namespace_dir: Path) -> None:
+    """Every file a bound pipeline reads lies in the run's own namespace: a path typed into the YAML
+    (another namespace, the platform store, /etc) is refused, never read."""
+    home = namespace_dir.resolve()
+    for name, dataset in (config.get("datasets") or {}).items():
+        path = dataset.get("path") if isinstance(dataset, dict) else None
+        if path and not Path(path).resolve().is_relative_to(home):
+            raise RunFailed(ErrorCategory.VALIDATION, "run.error.foreign_path", dataset=str(name))
+
+
 def _count_rows(path: Path) -> int:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -273,9 +284,9 @@ def _finish_completed(store: Store, run: dict[str, Any], paths: dict[str, Path],
             saved = datasets.register_generated(store, _owner(store, run), run["namespace"], run["save_output_as"],
                                                 paths["output"], lineage=lineage(run))
             outcome["output_dataset_id"] = saved["id"]
-        except WorkbenchError as exc:
+        except Exception as exc:  # a finished run stays completed; the user can save its output later
             outcome["warnings"] = [*outcome["warnings"], {"key": "run.warning.not_saved",
-                                                          "params": {"detail": str(exc)}}]
+                                                          "params": {"detail": str(exc)[:300]}}]
     _write_result(paths, {"status": "completed", **outcome})
     return runs.finish(store, run["id"], RunStatus.COMPLETED, now=now() if now else None, **outcome)
 
@@ -420,18 +431,21 @@ class _Monitor(threading.Thread):
             self.runner.is_cancelled = True
         try:
             snapshot = self.tracker.snapshot().to_dict()
-        except RuntimeError:  # a dict changed size under us: the next tick will do
+            write_progress(self.paths["progress"], snapshot)
+        except (RuntimeError, OSError):  # a dict changed size under us, a full disk: the next tick will do
             return
-        write_progress(self.paths["progress"], snapshot)
 
     def stop(self) -> None:
+        """Stop the thread, then take one last snapshot (never two writers of the progress file)."""
         if not self._halt.is_set():
             self._halt.set()
+            if self.is_alive() and threading.current_thread() is not self:
+                self.join()
             self.tick()
 
 
 def write_progress(path: Path, snapshot: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".part")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
     tmp.write_text(json.dumps(snapshot, default=str), encoding="utf-8")
     tmp.replace(path)
 
@@ -481,19 +495,30 @@ def start_child(store: Store, run: dict[str, Any]) -> subprocess.Popen:
         # cwd is the run's folder: docetl calls load_dotenv(), which must not find a stray .env elsewhere
         return subprocess.Popen([sys.executable, "-m", "core.execute", run["id"]], cwd=run["run_dir"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=_die_with_parent())
     finally:
         log.close()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent (the service) dies (Linux prctl)."""
-    try:
-        import ctypes
+def _die_with_parent() -> Callable[[], None]:
+    """What the child runs before exec: SIGKILL when the parent (the service) dies (Linux prctl), and
+    exit at once if it already has. Everything is looked up here, in the parent: importing in a forked
+    child of a threaded process can deadlock."""
+    import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except OSError:
-        pass
+        prctl = None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
 
 
 def supervise(store: Store, run_id: str, child: subprocess.Popen, *, cancel_grace: float,
@@ -515,9 +540,10 @@ def supervise(store: Store, run_id: str, child: subprocess.Popen, *, cancel_grac
 
 
 def stop_child(store: Store, run_id: str, child: subprocess.Popen) -> None:
-    """The service is stopping: end the child and record its run as cancelled (never left running)."""
+    """The service is stopping: end the child and record its run as failed/worker_lost (retryable,
+    unlike a user's cancel), never left running."""
     _kill(child)
-    _finish_lost(store, run_id, cancelled=True, now=None)
+    _finish_lost(store, run_id, cancelled=runs.cancel_requested(store, run_id), now=None)
 
 
 def _kill(child: subprocess.Popen) -> None:
@@ -528,13 +554,27 @@ def _kill(child: subprocess.Popen) -> None:
     child.wait()
 
 
+def record_lost(store: Store, run_id: str) -> None:
+    """A running run whose process is gone or never started: recorded, never left running."""
+    _finish_lost(store, run_id, cancelled=runs.cancel_requested(store, run_id), now=None)
+
+
 def _finish_lost(store: Store, run_id: str, *, cancelled: bool, now: datetime | None) -> None:
     """The child is gone; when it did not record an end itself, record one now."""
     run = runs.get_trusted(store, run_id)
     if run["status"] != RunStatus.RUNNING.value:
         return
     try:
-        if cancelled:
+        result = json.loads((Path(run["run_dir"]) / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        result = {}
+    try:
+        if result.get("status") == RunStatus.COMPLETED.value:  # it finished; only recording it failed
+            figures = {k: result[k] for k in ("cost", "tokens_prompt", "tokens_completion", "input_rows",
+                                              "output_rows", "output_path", "warnings", "output_dataset_id")
+                       if k in result}
+            runs.finish(store, run_id, RunStatus.COMPLETED, now=now, **figures)
+        elif cancelled:
             runs.finish(store, run_id, RunStatus.CANCELLED, error_category=ErrorCategory.CANCELLED,
                         error={"key": "run.error.cancelled", "params": {}}, now=now)
         else:

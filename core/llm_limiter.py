@@ -91,6 +91,10 @@ _FRONT = 4  # waiters at the front of the queue that look for a free slot at onc
 _RPM_MAX_SLEEP = 1.0  # longest sleep between two looks at the rpm file
 
 
+_SHARED: dict[tuple[str, int], "LLMLimiter"] = {}  # from_config's instances, per lock folder and process
+_SHARED_LOCK = threading.Lock()
+
+
 class LimiterTimeout(TimeoutError):
     """No slot (or no requests-per-minute turn) within the caller's timeout."""
 
@@ -253,13 +257,26 @@ class LLMLimiter:
         # open/close. Per process: a forked child starts with an empty pool (its copies are closed).
         self._pool: dict[int, list[int]] = {}
         self._pool_pid = os.getpid()
-        self._pool_lock = threading.Lock()
+        self._pool_lock = threading.RLock()  # a slot finalized by the GC may run in a thread holding it
         self._released = threading.Condition()  # a release in this process wakes its waiting head at once
 
     @classmethod
     def from_config(cls, config: "Config") -> "LLMLimiter":
-        """The limiter of a config that includes the admins' overrides (`core.settings.open_store(..).config`)."""
-        return cls(config.llm_lock_dir, config["llm_max_inflight"], config["llm_requests_per_minute"])
+        """The limiter of a config that includes the admins' overrides (`core.settings.open_store(..).config`).
+
+        One instance per lock folder per process, its limits updated from the config: every run of a
+        long-lived process (a notebook's in-process runs) shares its pool of open slot files instead of
+        leaving one behind per run."""
+        key = (str(config.llm_lock_dir), os.getpid())
+        with _SHARED_LOCK:
+            limiter = _SHARED.get(key)
+            if limiter is None:
+                limiter = _SHARED[key] = cls(config.llm_lock_dir, config["llm_max_inflight"],
+                                             config["llm_requests_per_minute"])
+            else:
+                limiter.max_inflight = config["llm_max_inflight"]
+                limiter.requests_per_minute = config["llm_requests_per_minute"]
+            return limiter
 
     # -- settings (an admin may change them while requests run) ------------------------------------
     @property
@@ -271,6 +288,12 @@ class LLMLimiter:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"max_inflight must be a positive integer, not {value!r}")
         self._max_inflight = value
+        pool = getattr(self, "_pool", None)
+        if pool is not None:  # a lowered limit: close the pooled files of slots no longer used
+            with self._pool_lock:
+                for index in [i for i in pool if i >= value]:
+                    for fd in pool.pop(index):
+                        _close(fd, unlock=False)
 
     @property
     def requests_per_minute(self) -> int:
@@ -431,7 +454,10 @@ class LLMLimiter:
         _close(fd, unlock=False)
 
     def _give_back(self, index: int, fd: int) -> None:
-        """Release a held slot: unlock it, keep the open file, wake this process's waiting head."""
+        """Release a held slot: unlock it, keep the open file, wake this process's waiting head. In a
+        forked child the number is no longer ours (the fork closed our copies): do nothing."""
+        if self._pool_pid != os.getpid():
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError:  # closed under us (a fork's cleanup): nothing is held any more

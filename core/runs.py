@@ -14,6 +14,7 @@ the cancel flag and the executor's `result.json`.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from datetime import datetime
 from enum import Enum
@@ -143,7 +144,24 @@ def enqueue(store: Store, principal: Principal, *, namespace: str, pipeline_name
     tmp = paths["config"].with_suffix(".part")
     tmp.write_text(yaml_text, encoding="utf-8")
     tmp.replace(paths["config"])
+    try:
+        return _insert(store, principal, run_id, paths, namespace=namespace, pipeline_name=pipeline_name,
+                       pipeline_id=pipeline_id, input_dataset_id=input_dataset_id, sample_rows=sample_rows,
+                       save_output_as=save_output_as, trigger=trigger, deployment_id=deployment_id,
+                       retry_of=retry_of, attempt=attempt, scheduled_for=scheduled_for, now=now)
+    except BaseException:
+        shutil.rmtree(paths["run_dir"], ignore_errors=True)  # nothing half-queued stays behind
+        raise
+
+
+def _insert(store: Store, principal: Principal, run_id: str, paths: dict[str, Path], *, namespace: str,
+            pipeline_name: str, pipeline_id: str | None, input_dataset_id: str | None, sample_rows: int | None,
+            save_output_as: str | None, trigger: Trigger, deployment_id: str | None, retry_of: str | None,
+            attempt: int, scheduled_for: datetime | None, now: datetime) -> dict[str, Any]:
     with store.transaction() as tx:
+        if pipeline_id and not tx.execute("SELECT 1 FROM pipelines WHERE id = ? AND namespace = ?",
+                                          [pipeline_id, namespace]):
+            raise NotFound("run.error.pipeline_elsewhere", pipeline=pipeline_id, namespace=namespace)
         tx.execute_write(
             "INSERT INTO runs (id, namespace, pipeline_id, pipeline_name, deployment_id, trigger, status,"
             " input_dataset_id, sample_rows, save_output_as, run_dir, log_path, progress_path, config_path,"
@@ -293,6 +311,13 @@ def get_trusted(store: Store, run_id: str) -> dict[str, Any]:
     whose rights were checked when it was queued)."""
     with store.read() as tx:
         return _public(_row(tx, run_id))
+
+
+def running_of(store: Store, worker: str) -> list[str]:
+    """The ids of the runs `worker` has marked running."""
+    with store.read() as tx:
+        return [r["id"] for r in tx.execute("SELECT id FROM runs WHERE status = ? AND worker = ?",
+                                            [RunStatus.RUNNING.value, worker])]
 
 
 def running_count(store: Store) -> int:

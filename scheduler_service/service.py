@@ -38,7 +38,7 @@ class Service:
         self.importing: threading.Thread | None = None
         self.stopping = threading.Event()
         self._lock_fd: int | None = None
-        self._refreshed = self._reclaimed = 0.0
+        self._refreshed = self._reclaimed = -RECLAIM_EVERY  # the first round reclaims
 
     # -- the loop ------------------------------------------------------------------------------------
     def work(self) -> None:
@@ -46,7 +46,6 @@ class Service:
         try:
             if not self.lead():
                 return
-            self.reclaim()
             while not self.stopping.is_set() and self.config.home.exists():
                 self.round()
                 self.stopping.wait(self.poll)
@@ -77,8 +76,12 @@ class Service:
         return False
 
     def reclaim(self) -> None:
-        """Runs and imports whose worker died go to failed/worker_lost and back to pending."""
+        """Runs and imports whose worker died go to failed/worker_lost and back to pending; so do runs
+        this service marked running but has no child for (a start that failed half way)."""
         lost = runs.reclaim_lost(self.store, self._alive)
+        orphans = [r for r in runs.running_of(self.store, self.worker) if r not in self.children]
+        for run_id in orphans:
+            execute.record_lost(self.store, run_id)
         reset = datasets.recover_interrupted(self.store)
         if lost or reset:
             log.warning("reclaimed %d lost runs, %d interrupted imports", len(lost), reset)
@@ -105,7 +108,10 @@ class Service:
     def teardown(self) -> None:
         """Stop children (their runs are recorded as cancelled) and give up leadership."""
         for run_id, child in self.children.items():
-            execute.stop_child(self.store, run_id, child)
+            try:
+                execute.stop_child(self.store, run_id, child)
+            except Exception:  # the next leader's reclaim records what this one could not
+                log.exception("could not stop the run %s cleanly", run_id)
         self.children.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -119,7 +125,11 @@ class Service:
             if run is None:
                 return
             log.info("starting run %s (%s)", run["id"], run["pipeline_name"])
-            self.children[run["id"]] = execute.start_child(self.store, run)
+            try:
+                self.children[run["id"]] = execute.start_child(self.store, run)
+            except Exception:  # no process, so never left running: failed/worker_lost (retryable)
+                log.exception("could not start run %s", run["id"])
+                execute.record_lost(self.store, run["id"])
 
     def _start_import(self) -> None:
         if self.importing is not None and self.importing.is_alive():

@@ -12,7 +12,7 @@ from conftest import ROOT
 from core import datasets, execute, pipelines, runs
 from core.runs import RunStatus
 from core.settings import open_store
-from core.errors import PermissionDenied, ValidationError
+from core.errors import NotFound, PermissionDenied, ValidationError
 from core.store import Store
 from tests.fake_llm import FakeLLM
 
@@ -168,3 +168,38 @@ def test_the_first_progress_lists_the_operations_before_docetl_loads() -> None:
     ops = execute._starting(config)["ops"]
     assert ops[0]["name"] == "clean/normalize_order" and ops[0]["type"] == "code_map"
     assert {op["status"] for op in ops} == {"queued"}
+
+
+def test_a_pipeline_cannot_read_files_outside_its_namespace(keyed: Store, team, home: Path) -> None:
+    store, editor = keyed, team["editor"]
+    source = import_sample(store, editor, rows=3)
+    secret = home / ".docetl" / "beta" / "private.json"
+    secret.write_text('[{"x": 1}]', encoding="utf-8")
+    yaml_text = (TEMPLATES / "offline_demo.yaml").read_text(encoding="utf-8").replace(
+        "datasets:\n", f"datasets:\n  other:\n    type: file\n    path: {secret}\n", 1)
+    run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="peek", yaml_text=yaml_text,
+                       input_dataset_id=source["id"])
+    done = run_child(store, run["id"])
+    assert (done["status"], done["error_category"]) == ("failed", "validation")
+    assert "other" in runs.error_message(done["error"], "en")
+
+
+def test_a_child_that_finished_but_could_not_record_it_is_recorded_completed(keyed: Store, team) -> None:
+    store, editor = keyed, team["editor"]
+    source = import_sample(store, editor, rows=3)
+    run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="p", yaml_text="x: 1\n",
+                       input_dataset_id=source["id"])
+    runs.claim(store, run["id"], "w")
+    Path(run["run_dir"], "result.json").write_text(json.dumps(
+        {"status": "completed", "cost": 0.25, "input_rows": 3, "output_rows": 3, "warnings": []}), encoding="utf-8")
+    execute.record_lost(store, run["id"])  # the child exited after writing its result, before recording it
+    done = runs.get_trusted(store, run["id"])
+    assert (done["status"], done["cost"], done["output_rows"]) == ("completed", 0.25, 3)
+
+
+def test_a_run_cannot_borrow_another_namespaces_pipeline(keyed: Store, team) -> None:
+    theirs = pipelines.create_from_template(keyed, team["platform_admin"], "beta", "offline_demo", name="theirs")
+    with pytest.raises(NotFound):
+        runs.enqueue(keyed, team["editor"], namespace="alpha", pipeline_name="x", yaml_text="x: 1\n",
+                     pipeline_id=theirs["id"])
+    assert not list((keyed.config.namespace_dir("alpha") / "runs").glob("*/pipeline.yaml"))

@@ -536,3 +536,15 @@ def _worker(mode: str, args: dict) -> None:
 
 if __name__ == "__main__":
     _worker(sys.argv[1], json.loads(sys.argv[2]))
+
+
+def test_from_config_shares_one_limiter_per_process_and_drains_a_lowered_limit(tmp_path: Path) -> None:
+    config = Config.from_env({"DOCETL_HOME_DIR": str(tmp_path / "home")})
+    first = LLMLimiter.from_config(config)
+    for _ in range(3):
+        with first.slot():
+            pass
+    assert LLMLimiter.from_config(config) is first  # a notebook's next run: no new pool of open files
+    lowered = LLMLimiter.from_config(config.with_values({"llm_max_inflight": 1}))
+    assert lowered is first and first.max_inflight == 1
+    assert all(index < 1 for index in first._pool)  # pooled files of slots no longer used are closed

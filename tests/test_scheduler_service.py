@@ -190,3 +190,22 @@ def test_a_failing_round_is_logged_and_the_loop_goes_on(store: Store, env, caplo
     service.work()  # returns (stopped by the second round), never raises
     assert len(calls) == 2 and "scheduler round failed" in caplog.text
     assert not service_control.leader_alive(store.config)  # leadership given up in teardown
+
+
+def test_a_run_whose_process_cannot_start_is_never_left_running(store: Store, team, env, monkeypatch) -> None:
+    source = sample(store, team["editor"], rows=3)
+    run = queue(store, team["editor"], source)
+    service = Service(Config.from_env(env), poll_seconds=0.01)
+    assert service.lead()
+
+    def no_process(*_: object) -> None:
+        raise OSError("Resource temporarily unavailable")  # what fork says when the machine is full
+
+    monkeypatch.setattr("core.execute.start_child", no_process)
+    try:
+        service.round()
+    finally:
+        service.teardown()
+    after = runs.get_trusted(store, run["id"])
+    assert (after["status"], after["error_category"]) == ("failed", "worker_lost")  # retryable, not stuck
+    assert runs.claim_next(store, "next", 2) is None  # and it holds no place in the queue

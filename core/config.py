@@ -105,6 +105,8 @@ SETTINGS: tuple[Setting, ...] = (
             check=_model_name),
     Setting("llm_api_base", str, "", "OpenAI-compatible endpoint for every run (default_lm_api_base); empty ="
             " the provider's default.", check=_api_base),
+    Setting("allow_code_operations", bool, True, "Let pipelines run code operations (code_map, code_filter,"
+            " code_reduce): Python that editors write, run with the scheduler service's rights."),
     Setting("max_running_runs", int, 2, "Runs executing at once across the platform; more wait in the queue"
             " (first in, first out).", bounds=(1, 64)),
     Setting("run_max_threads", int, 16, "Threads docetl uses inside one run (LLM requests stay under the global"

@@ -114,14 +114,19 @@ def run_here(store: Store, principal: Any, run_id: str) -> dict[str, Any]:
 
 
 # -- environment ---------------------------------------------------------------------------------------
-def docetl_environment(store: Store) -> dict[str, str]:
+_SECRET_SUFFIXES = ("_API_KEY", "_API_TOKEN", "_SECRET_KEY", "_ACCESS_KEY")
+
+
+def docetl_environment(store: Store, *, with_keys: bool = True) -> dict[str, str]:
     """What docetl and litellm need to run here offline and headless (docetl-notes), plus the stored
-    provider keys. Set before docetl is imported: its cache path is computed at import."""
+    provider keys when the pipeline calls a model. Set before docetl is imported: its cache path is
+    computed at import."""
     from core import llm_settings
 
     env = {"DOCETL_HOME_DIR": str(store.config.home), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "USE_FRONTEND": "true", "TOKENIZERS_PARALLELISM": "false"}
-    env.update(llm_settings.run_environment(store))
+    if with_keys:
+        env.update(llm_settings.run_environment(store))
     return env
 
 
@@ -164,8 +169,14 @@ def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: Tex
              isolated: bool) -> dict[str, Any]:
     from core import pipelines
 
+    yaml_text = paths["config"].read_text(encoding="utf-8")
+    try:
+        runs.check_code_policy(store, yaml_text)
+    except WorkbenchError as exc:
+        raise RunFailed(ErrorCategory.CONFIG, exc.key, **exc.params) from exc
     input_path, input_rows = _input(store, run, paths)
-    config = pipelines.parse_yaml(paths["config"].read_text(encoding="utf-8"))
+    config = pipelines.parse_yaml(yaml_text)
+    uses_llm = any(op["llm"] for op in pipelines.summary(yaml_text))
     config = pipelines.bind(config, input_path=str(input_path), output_path=str(paths["output"]),
                             intermediate_dir=str(paths["intermediates"]))
     _own_files_only(config, store.config.namespace_dir(run["namespace"]))
@@ -173,7 +184,10 @@ def _execute(store: Store, run: dict[str, Any], paths: dict[str, Path], log: Tex
     if store.config["llm_api_base"] and "default_lm_api_base" not in config:
         config["default_lm_api_base"] = store.config["llm_api_base"]
     write_progress(paths["progress"], _starting(config))  # the page shows the operations while docetl loads
-    os.environ.update(docetl_environment(store))
+    if isolated and not uses_llm:  # no model is called: no provider key for the pipeline's code to read
+        for name in [k for k in os.environ if k.endswith(_SECRET_SUFFIXES)]:
+            del os.environ[name]
+    os.environ.update(docetl_environment(store, with_keys=uses_llm))
     _log(log, f"input: {input_rows} rows; importing docetl")
     DSLRunner = import_docetl()
     limiter = llm_limiter.LLMLimiter.from_config(store.config)

@@ -134,6 +134,7 @@ def enqueue(store: Store, principal: Principal, *, namespace: str, pipeline_name
             attempt: int = 1, scheduled_for: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Queue a run of `yaml_text` (already validated by the caller) and snapshot it in the run folder."""
     require(principal, Action.RUN, namespace)
+    check_code_policy(store, yaml_text)
     if sample_rows is not None and int(sample_rows) < 1:
         raise ValidationError("run.error.sample", value=sample_rows)
     now = clock.resolve(now)
@@ -175,6 +176,18 @@ def _insert(store: Store, principal: Principal, run_id: str, paths: dict[str, Pa
                      detail={"pipeline": pipeline_name, "input": input_dataset_id, "sample": sample_rows,
                              "trigger": Trigger(trigger).value}, now=now)
         return _public(_row(tx, run_id))
+
+
+def check_code_policy(store: Store, yaml_text: str) -> None:
+    """Refuse a pipeline with code operations when an admin turned them off (`allow_code_operations`);
+    checked when a run is queued and again when it starts (the setting may change in between)."""
+    from core import pipelines
+
+    if store.config["allow_code_operations"]:
+        return
+    code = [op["name"] for op in pipelines.summary(yaml_text) if op["type"].startswith("code_")]
+    if code:
+        raise ValidationError("run.error.code_disabled", ops=", ".join(code))
 
 
 def get(store: Store, principal: Principal, run_id: str) -> dict[str, Any]:

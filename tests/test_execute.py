@@ -203,3 +203,50 @@ def test_a_run_cannot_borrow_another_namespaces_pipeline(keyed: Store, team) -> 
         runs.enqueue(keyed, team["editor"], namespace="alpha", pipeline_name="x", yaml_text="x: 1\n",
                      pipeline_id=theirs["id"])
     assert not list((keyed.config.namespace_dir("alpha") / "runs").glob("*/pipeline.yaml"))
+
+
+def test_a_pipeline_without_llm_calls_gets_no_provider_key(keyed: Store, team) -> None:
+    """Code operations run editors' Python: when no model is called, no key is there to be read."""
+    from core import llm_settings
+
+    store, editor = keyed, team["editor"]
+    llm_settings.set_key(store, team["platform_admin"], "DEEPSEEK_API_KEY", "sk-stored-not-real")
+    source = import_sample(store, editor, rows=3)
+    yaml_text = """datasets:
+  input: {type: file, path: INPUT}
+operations:
+  - name: peek
+    type: code_map
+    code: |
+      import os
+      def transform(doc):
+          return {"env_key": os.environ.get("OPENAI_API_KEY"), "stored_key": os.environ.get("DEEPSEEK_API_KEY")}
+pipeline:
+  steps:
+    - {name: s, input: input, operations: [peek]}
+  output: {type: file, path: OUTPUT}
+"""
+    run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="peek", yaml_text=yaml_text,
+                       input_dataset_id=source["id"])
+    done = run_child(store, run["id"])
+    assert done["status"] == "completed", (done["error"], runs.log_tail(done))
+    rows = json.loads(Path(done["output_path"]).read_text(encoding="utf-8"))
+    assert {(r["env_key"], r["stored_key"]) for r in rows} == {(None, None)}
+
+
+def test_admins_can_turn_code_operations_off(keyed: Store, team, config) -> None:
+    from core import settings
+
+    store, editor = keyed, team["editor"]
+    source = import_sample(store, editor, rows=3)
+    offline = (TEMPLATES / "offline_demo.yaml").read_text(encoding="utf-8")
+    queued = runs.enqueue(store, editor, namespace="alpha", pipeline_name="demo", yaml_text=offline,
+                          input_dataset_id=source["id"])
+    settings.update(store, team["platform_admin"], "allow_code_operations", "false")
+    strict = open_store(config)
+    with pytest.raises(ValidationError) as caught:
+        runs.enqueue(strict, editor, namespace="alpha", pipeline_name="demo", yaml_text=offline,
+                     input_dataset_id=source["id"])
+    assert caught.value.key == "run.error.code_disabled" and "normalize_order" in str(caught.value)
+    done = run_child(strict, queued["id"])  # queued before the switch: refused when it starts
+    assert (done["status"], done["error_category"]) == ("failed", "config")

@@ -56,6 +56,14 @@ def run_child(store: Store, run_id: str, *, cancel_after: float | None = None, w
     return runs.get_trusted(store, run_id)
 
 
+def claimed(store: Store, who) -> dict:
+    """A run some worker has claimed, over a 3-row input (no process: the test plays the worker)."""
+    source = import_sample(store, who, rows=3)
+    run = runs.enqueue(store, who, namespace="alpha", pipeline_name="p", yaml_text="x: 1\n",
+                       input_dataset_id=source["id"])
+    return runs.claim(store, run["id"], "w")
+
+
 @pytest.fixture
 def keyed(store: Store, team, monkeypatch: pytest.MonkeyPatch) -> Store:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
@@ -147,10 +155,7 @@ def test_bad_config_and_missing_input_fail_with_their_category(keyed: Store, tea
 
 def test_saving_an_output_afterwards_needs_a_completed_run(keyed: Store, team) -> None:
     store, editor = keyed, team["editor"]
-    source = import_sample(store, editor, rows=3)
-    run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="p", yaml_text="x: 1\n",
-                       input_dataset_id=source["id"])
-    runs.claim(store, run["id"], "w")
+    run = claimed(store, editor)
     Path(run["output_path"]).write_text('[{"a": 1}, {"a": 2}]', encoding="utf-8")
     with pytest.raises(ValidationError) as caught:
         execute.save_output(store, editor, run["id"], "partial")
@@ -186,10 +191,7 @@ def test_a_pipeline_cannot_read_files_outside_its_namespace(keyed: Store, team, 
 
 def test_a_child_that_finished_but_could_not_record_it_is_recorded_completed(keyed: Store, team) -> None:
     store, editor = keyed, team["editor"]
-    source = import_sample(store, editor, rows=3)
-    run = runs.enqueue(store, editor, namespace="alpha", pipeline_name="p", yaml_text="x: 1\n",
-                       input_dataset_id=source["id"])
-    runs.claim(store, run["id"], "w")
+    run = claimed(store, editor)
     Path(run["run_dir"], "result.json").write_text(json.dumps(
         {"status": "completed", "cost": 0.25, "input_rows": 3, "output_rows": 3, "warnings": []}), encoding="utf-8")
     execute.record_lost(store, run["id"])  # the child exited after writing its result, before recording it

@@ -111,6 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
             " (first in, first out).", bounds=(1, 64)),
     Setting("run_max_threads", int, 16, "Threads docetl uses inside one run (LLM requests stay under the global"
             " in-flight limit).", bounds=(1, 256)),
+    Setting("run_timeout_minutes", float, 360.0, "Longest a run may take before the service stops it as failed"
+            " (timeout); 0 = no limit.", bounds=(0, 10080)),
     Setting("run_cancel_grace_seconds", float, 10.0, "How long a cancelled run may take to stop by itself before"
             " its process is killed.", bounds=(0.5, 600)),
     Setting("service_poll_seconds", float, 1.0, "How often the scheduler service looks for queued runs and"

@@ -536,11 +536,21 @@ def _die_with_parent() -> Callable[[], None]:
 
 
 def supervise(store: Store, run_id: str, child: subprocess.Popen, *, cancel_grace: float,
-              cancel_seen: dict[str, float], now: datetime | None = None) -> bool:
-    """One look at a child: kill it when a cancel was ignored for `cancel_grace` seconds, and record
-    an end the child could not record itself. True when the child is gone."""
+              cancel_seen: dict[str, float], now: datetime | None = None, timeout_minutes: float = 0) -> bool:
+    """One look at a child: kill it when a cancel was ignored for `cancel_grace` seconds or the run
+    outlived `timeout_minutes` (0: no limit; docetl retries a permanent 429 forever), and record an
+    end the child could not record itself. True when the child is gone."""
     code = child.poll()
     if code is None:
+        if timeout_minutes and _overdue(store, run_id, timeout_minutes, now):
+            _kill(child)
+            try:
+                runs.finish(store, run_id, RunStatus.FAILED, error_category=ErrorCategory.TIMEOUT, now=now,
+                            error={"key": "run.error.run_timeout", "params": {"minutes": f"{timeout_minutes:g}"}})
+            except runs.RunConflict:
+                pass
+            cancel_seen.pop(run_id, None)
+            return True
         if runs.cancel_requested(store, run_id):
             first = cancel_seen.setdefault(run_id, _time.monotonic())
             if _time.monotonic() - first >= cancel_grace:
@@ -551,6 +561,11 @@ def supervise(store: Store, run_id: str, child: subprocess.Popen, *, cancel_grac
     _finish_lost(store, run_id, cancelled=runs.cancel_requested(store, run_id), now=now)
     cancel_seen.pop(run_id, None)
     return True
+
+
+def _overdue(store: Store, run_id: str, minutes: float, now: datetime | None) -> bool:
+    started = runs.get_trusted(store, run_id)["started_at"]
+    return started is not None and (clock.resolve(now) - started).total_seconds() > minutes * 60
 
 
 def stop_child(store: Store, run_id: str, child: subprocess.Popen) -> None:

@@ -96,7 +96,8 @@ class Service:
             self.reclaim()
         for run_id, child in list(self.children.items()):
             if execute.supervise(self.store, run_id, child, cancel_grace=float(self.store.config["run_cancel_grace_seconds"]),
-                                 cancel_seen=self.cancel_seen):
+                                 cancel_seen=self.cancel_seen,
+                                 timeout_minutes=float(self.store.config["run_timeout_minutes"])):
                 del self.children[run_id]
         self._start_runs()
         self._start_import()

@@ -209,3 +209,22 @@ def test_a_run_whose_process_cannot_start_is_never_left_running(store: Store, te
     after = runs.get_trusted(store, run["id"])
     assert (after["status"], after["error_category"]) == ("failed", "worker_lost")  # retryable, not stuck
     assert runs.claim_next(store, "next", 2) is None  # and it holds no place in the queue
+
+
+def test_a_run_past_its_time_limit_is_stopped_as_a_timeout(store: Store, team, env, llm: FakeLLM) -> None:
+    """docetl retries a provider's permanent 429 forever: the run timeout is what ends such a run."""
+    source = sample(store, team["editor"], rows=20)
+    run = queue(store, team["editor"], source, llm_yaml(llm), name="stuck")
+    llm.configure(rate_429=1.0, retry_after=0.1)
+    service = Service(Config.from_env({**env, "DOCETL_WB_RUN_TIMEOUT_MINUTES": "0.2"}), poll_seconds=0.1)
+    assert service.lead()
+    try:
+        until(lambda: (service.round(), status(store, run["id"]) != "running" and not service.children)[1]
+              and status(store, run["id"]) != "queued", "the timeout", deadline=90)
+    finally:
+        llm.configure(rate_429=0.0)
+        service.teardown()
+    after = runs.get_trusted(store, run["id"])
+    assert (after["status"], after["error_category"]) == ("failed", "timeout")
+    assert "0.2 minutes" in runs.error_message(after["error"], "en")
+    assert llm.stats()["by_status"].get("429", 0) > 0  # it really was stuck on rate limits

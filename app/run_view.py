@@ -99,8 +99,8 @@ def _live_tick(ctx: shell.Ctx, run_id: str, key: str) -> None:
                 try:
                     runs.cancel(ctx.store, ctx.principal, run_id)
                     st.rerun()
-                except (WorkbenchError, OSError) as exc:
-                    shell.show_error(exc) if isinstance(exc, WorkbenchError) else st.warning(str(exc)[:200])
+                except WorkbenchError as exc:
+                    shell.show_error(exc)
     tail = runs.log_tail(run, LOG_BYTES).splitlines()[-LIVE_LINES:]  # the newest lines, without scrolling
     st.code("\n".join(tail) or T("run.no_log"), language=None)
 

@@ -241,8 +241,10 @@ def cancel(store: Store, principal: Principal, run_id: str, now: datetime | None
         audit.record(tx, principal, "run.cancel", resource_type="run", resource_id=run_id,
                      namespace=row["namespace"], detail={"was": status.value}, now=now)
     if status == RunStatus.RUNNING:
-        flag = Path(row["run_dir"]) / "cancel"
-        flag.touch()
+        try:  # the flag lets docetl stop cooperatively; the stored request alone still ends the run
+            (Path(row["run_dir"]) / "cancel").touch()
+        except OSError:
+            pass
     return _public(row)
 
 

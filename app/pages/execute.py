@@ -5,7 +5,7 @@ import streamlit as st
 
 import run_view
 import shell
-from core import datasets, pipelines, runs
+from core import datasets, execute, pipelines, runs
 from core.errors import WorkbenchError
 from core.permissions import Action, can
 from shell import T
@@ -97,7 +97,10 @@ if outline:
 if not problems and st.button(T("execute.docetl_check"), key="ex_docetl_check", help=T("execute.docetl_check_help")):
     with st.spinner(T("execute.docetl_checking")):
         deep = pipelines.docetl_check(text)
-    st.error("\n".join(f"- {p.message(ctx.lang)}" for p in deep)) if deep else st.success(T("execute.docetl_ok"))
+    if deep:
+        st.error("\n".join(f"- {p.message(ctx.lang)}" for p in deep))
+    else:
+        st.success(T("execute.docetl_ok"))
 if may_edit:
     if text != saved:
         st.caption(T("execute.unsaved"))
@@ -133,10 +136,8 @@ else:
             try:
                 if text != saved or dataset_id != pipe["input_dataset_id"]:
                     pipelines.update(ctx.store, ctx.principal, pipe["id"], yaml_text=text, input_dataset_id=dataset_id)
-                pipelines.check(text)
-                runs.enqueue(ctx.store, ctx.principal, namespace=ns, pipeline_name=pipe["name"], yaml_text=text,
-                             pipeline_id=pipe["id"], input_dataset_id=dataset_id,
-                             sample_rows=int(sample) if sample else None, save_output_as=save_as.strip() or None)
+                execute.submit(ctx.store, ctx.principal, ns, pipe["id"], input_dataset=dataset_id,
+                               sample_rows=int(sample) if sample else None, save_output_as=save_as.strip() or None)
                 _done(T("execute.queued", name=pipe["name"]))
             except WorkbenchError as exc:
                 shell.show_error(exc)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, NamedTuple, NoReturn, Sequence, Text
 
 import duckdb
 
-from core import audit, auth, datasets, execute, namespaces, pipelines, runs, service_control, settings, users
+from core import audit, auth, datasets, execute, namespaces, pipelines, readers, runs, service_control, settings, users
 from core.config import Config
 from core.errors import PermissionDenied, ValidationError, WorkbenchError
 from core.principal import Principal
@@ -154,7 +154,7 @@ def _ingest_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_dataset_preview(store: Store, who: Principal, args: argparse.Namespace) -> Any:
-    return datasets.preview(args.path, limit=args.limit, max_mb=int(store.config["dataset_max_mb"]),
+    return readers.preview(args.path, limit=args.limit, max_mb=int(store.config["dataset_max_mb"]),
                             **_ingest_config(args))
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
-from core import audit, auth, datasets, execute, namespaces, pipelines, runs, settings, users
+from core import audit, auth, datasets, execute, namespaces, pipelines, readers, runs, settings, users
 from core.config import Config
 from core.errors import ValidationError, WorkbenchError
 from core.principal import Principal
@@ -97,7 +97,7 @@ class Workbench:
     # -- Data Center -----------------------------------------------------------------------------
     def preview_excel(self, path: str | Path, **options: Any) -> "PreviewTable":
         """Preview a spreadsheet (or CSV/JSON) before importing it: renders as a table in Jupyter."""
-        return PreviewTable(datasets.preview(path, max_mb=int(self.store.config["dataset_max_mb"]), **options))
+        return PreviewTable(readers.preview(path, max_mb=int(self.store.config["dataset_max_mb"]), **options))
 
     def import_dataset(self, path: str | Path, namespace: str, name: str | None = None,
                        **config: Any) -> dict[str, Any]:

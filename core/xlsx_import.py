@@ -5,7 +5,7 @@ point, which `core.datasets.ingest` names by module path without importing this 
 polars and pyarrow load in the child, before its resource limits apply (the sandbox counts only the
 work against them), and never in the app or the service.
 
-The value rules are those of the per-cell reader, `core.datasets.calamine_rows` + `read_table`, which
+The value rules are those of the per-cell reader, `core.readers.calamine_rows` + `read_table`, which
 stays the reference and the fallback: a number is an int when whole and below 1e15 (per value, so one
 column can hold both), text "" and Excel error codes are null, dates are "YYYY-MM-DD" when the serial is
 whole and "YYYY-MM-DDTHH:MM:SS[.ffffff]" otherwise, entirely empty rows are dropped, the header row is
@@ -14,7 +14,8 @@ the configured one or `tabular.detect_header`'s, names follow `tabular.unique_na
 Exactness first: whatever this path cannot reproduce exactly raises `Fallback` (with the reason) and
 the caller runs the per-cell reader instead. It is detected, never guessed:
 
-- a column with more than one kind of cell (fastexcel's strict dtype inference over every row), and any
+- a column with more than one kind of cell (fastexcel's strict dtype check over every row, whose types the
+  conversion then uses even where the first rows alone would have guessed text), and any
   cell fastexcel could not convert (error cells excepted: both paths read them as empty);
 - durations, time-of-day cells (serials below 1), dates past 9999, the 1904 date system, ISO date cells
   (``t="d"``), and date serials within half a millisecond of a whole day without being whole (the
@@ -58,10 +59,10 @@ import fastexcel  # noqa: E402  (the libraries load with this module: in the san
 import polars as pl  # noqa: E402
 import pyarrow  # noqa: E402,F401  (fastexcel's Arrow export needs it)
 
-from core import datasets, tabular, xlsx_preview  # noqa: E402
+from core import readers, tabular, xlsx_preview  # noqa: E402
 from core.errors import ValidationError  # noqa: E402
 
-EXCEL_ERRORS = tuple(sorted(datasets._EXCEL_ERRORS))
+EXCEL_ERRORS = tuple(sorted(readers.EXCEL_ERRORS))
 pl.DataFrame({"warm": [0, 1]}).select(pl.col("warm").sum())  # the thread pool starts now, not under the limit
 SCHEMA_SAMPLE = 1000
 _WHOLE_LIMIT = 1e15
@@ -204,10 +205,10 @@ def _col_index(letters: str) -> int:
 # -- the fast path --------------------------------------------------------------------------------------
 def import_file(path: str, config: dict[str, Any], limits: dict[str, int], out: str,
                 gate: str) -> dict[str, Any] | None:
-    """The sandboxed import of a file uploaded as .xlsx/.xlsm: `datasets.import_file` with this fast
+    """The sandboxed import of a file uploaded as .xlsx/.xlsm: `readers.import_file` with this fast
     path available (this module, hence its libraries, is loaded before the child's limits apply)."""
-    fmt = datasets.await_checks(gate)
-    return None if fmt is None else datasets.write_table(path, fmt, config, limits, out)
+    fmt = readers.await_checks(gate)
+    return None if fmt is None else readers.write_table(path, fmt, config, limits, out)
 
 
 def write_json(path: str, sheet: str | None, config: dict[str, Any], limits: dict[str, int],
@@ -252,7 +253,7 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     except ValidationError as exc:
         raise Fallback(f"header window unreadable: {exc.key}") from None
     # the per-cell reader's text rules on the window: "" and error codes are empty (`_excel_value`)
-    rows = [[None if isinstance(v, str) and (v == "" or v in datasets._EXCEL_ERRORS) else v for v in row]
+    rows = [[None if isinstance(v, str) and (v == "" or v in readers.EXCEL_ERRORS) else v for v in row]
             for row in window.rows]
     header_at = configured if configured is not None else tabular.detect_header(rows)
     start = max(int(config.get("start_row") or header_at + 2) - 1, header_at + 1)
@@ -276,15 +277,20 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     try:
         reader = fastexcel.read_excel(path)
         options: dict[str, Any] = {"header_row": header_at, "skip_rows": first - header_at - 1,
-                                   "dtype_coercion": "strict", "schema_sample_rows": None}
+                                   "dtype_coercion": "strict"}
         if stop is not None:
             options["n_rows"] = stop - first
         loaded = reader.load_sheet(chosen, **options)
-        columns = loaded.available_columns()
-        # the per-cell reader's limits, on the same numbers: calamine's last row / last column index
-        last_row, last_col = header_at + loaded.total_height, len(columns) - 1
+        columns = loaded.available_columns()  # strict over every row: a column of two kinds raises
         if [c.absolute_index for c in columns] != list(range(len(columns))):
             raise Fallback("the used range does not start in column A")
+        if [c.dtype for c in columns] != [c.dtype for c in loaded.selected_columns]:
+            # the conversion's types come from the first rows only: a column empty there (or holding only
+            # text like "NA") would be read as text; read again with every column's type from all rows
+            loaded = reader.load_sheet(chosen, **options, dtypes={c.index: c.dtype for c in columns})
+            columns = loaded.available_columns()
+        # the per-cell reader's limits, on the same numbers: calamine's last row / last column index
+        last_row, last_col = header_at + loaded.total_height, len(columns) - 1
         _check_header_names(header_cells, [c.name for c in columns])
         if last_row > int(limits["dataset_max_rows"]) + 50 or last_col > int(limits["dataset_max_columns"]):
             raise Fallback("over the limits: the per-cell reader raises the error")
@@ -318,9 +324,9 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
         if seen != read:
             raise Fallback(f"the header window and the full read disagree on row {r + 1}")
     literals = literals.slice(start - first, None if end is None else end - start)
-    kept = literals.filter(pl.col("present")).select(row_json)["json"]
+    kept = literals.filter(pl.col("present")).select(row_json)
     del literals
-    count = len(kept)
+    count = kept.height
     if count > int(limits["dataset_max_rows"]):
         raise ValidationError("dataset.error.too_many_rows", rows=count, max=limits["dataset_max_rows"])
     if width > int(limits["dataset_max_columns"]):
@@ -337,14 +343,10 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     if any(c in datetime_cols and start <= r < last for r, c in scan.midnight_not_whole):
         raise Fallback("a date serial within half a millisecond of a whole day")
 
-    # the file is written on a thread (the writes and the fsync release the GIL) while the schema is made
-    writer = _Writer(kept, out)
-    writer.start()
-    sample = json.loads("[" + "".join(kept.head(SCHEMA_SAMPLE).to_list())[1:] + "]") if count else []
+    firsts = kept.head(SCHEMA_SAMPLE)["json"].to_list()
+    _write_rows(kept, firsts[0] if firsts else None, out)
+    sample = json.loads("[" + "".join(firsts)[1:] + "]") if count else []
     schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in sample)} for n in names]
-    writer.join()
-    if writer.error is not None:
-        raise writer.error
     return {"names": names, "row_count": count, "schema": schema, "reader": "fastexcel", "fallback": None}
 
 
@@ -483,38 +485,14 @@ def _row_pieces(names: list[str]) -> list[pl.Expr]:
     return pieces
 
 
-class _Writer(threading.Thread):
-    """`[` + the rows' text (each `,{...}`, the first one's comma skipped) + `]` into `out`, copied from
-    the Arrow buffers a slice at a time, then flushed to disk."""
-
-    SLICE = 50_000
-
-    def __init__(self, rows: pl.Series, out: str) -> None:
-        super().__init__(daemon=True, name="xlsx-import-write")
-        self.rows, self.out = rows, out
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._write()
-        except BaseException as exc:  # raised again by the main thread
-            self.error = exc
-
-    def _write(self) -> None:
-        with open(self.out, "wb") as fh:
-            fh.write(b"[")
-            skip = 1
-            for offset in range(0, len(self.rows), self.SLICE):
-                array = self.rows.slice(offset, self.SLICE).to_arrow(compat_level=pl.CompatLevel.oldest())
-                for chunk in (array.chunks if hasattr(array, "chunks") else [array]):
-                    if str(chunk.type) != "large_string":
-                        raise TypeError(f"unexpected Arrow type {chunk.type}")
-                    if len(chunk) == 0:
-                        continue
-                    bounds = memoryview(chunk.buffers()[1]).cast("B")[chunk.offset * 8:(chunk.offset + len(chunk) + 1) * 8]
-                    begin, stop = bounds[:8].cast("q")[0], bounds[-8:].cast("q")[0]
-                    fh.write(memoryview(chunk.buffers()[2])[begin + skip:stop])
-                    skip = 0
-            fh.write(b"]")
-            fh.flush()
-            os.fsync(fh.fileno())
+def _write_rows(rows: pl.DataFrame, first: str | None, out: str) -> None:
+    """`[` + the rows' text (each `,{...}`, the first one's comma skipped) + `]` into `out`, flushed to
+    disk. polars writes the rows itself (a one-column CSV, never quoted, no line ends: the text as is)."""
+    with open(out, "wb") as fh:
+        fh.write(b"[")
+        if first is not None:
+            fh.write(first[1:].encode("utf-8"))
+            rows.slice(1).write_csv(fh, include_header=False, quote_style="never", line_terminator="")
+        fh.write(b"]")
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import datasets, settings, workers
+from core import datasets, readers, settings, workers
 from core.errors import PermissionDenied, ValidationError
 from core.principal import Principal
 from core.settings import open_store
@@ -176,28 +176,28 @@ def _workbook(tmp_path: Path) -> Path:
 
 def test_preview_detects_the_header_and_can_be_overridden(tmp_path: Path) -> None:
     path = _workbook(tmp_path)
-    seen = datasets.preview(path)
+    seen = readers.preview(path)
     assert seen["format"] == "xlsx" and seen["sheet"] == "数据" and seen["header_row"] == 3
     assert seen["sheets"] == [{"name": "数据", "hidden": False}, {"name": "备注", "hidden": True}]
     assert seen["columns"] == [{"name": "编号", "type": "text"}, {"name": "名称", "type": "text"},
                                {"name": "数量", "type": "number"}]
     assert seen["rows"][0] == {"编号": "00123", "名称": "甲", "数量": 1} and seen["total_rows"] == 2
-    other = datasets.preview(path, header_row=4)
+    other = readers.preview(path, header_row=4)
     assert [c["name"] for c in other["columns"]] == ["00123", "甲", "1"] and other["total_rows"] == 1
 
 
 def test_preview_of_csv_and_json_and_a_bad_file(tmp_path: Path) -> None:
     csv_path = tmp_path / "a.csv"
     csv_path.write_bytes(CSV)
-    assert datasets.preview(csv_path)["header_row"] == 3
+    assert readers.preview(csv_path)["header_row"] == 3
     json_path = tmp_path / "a.json"
     json_path.write_text('[{"a": 1}, {"a": 2, "b": "x"}]')
-    seen = datasets.preview(json_path, limit=1)
+    seen = readers.preview(json_path, limit=1)
     assert seen["rows"] == [{"a": 1}] and seen["total_rows"] == 2 and [c["name"] for c in seen["columns"]] == ["a", "b"]
     junk = tmp_path / "junk.xlsx"
     junk.write_bytes(b"PK\x03\x04" + bytes(200))
     with pytest.raises(ValidationError):
-        datasets.preview(junk)
+        readers.preview(junk)
 
 
 def test_a_legacy_xls_previews_and_imports(store: Store, team, tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_a_legacy_xls_previews_and_imports(store: Store, team, tmp_path: Path) -
     sheet.write(4, 2, 2.5)
     path = tmp_path / "old.xls"
     book.save(str(path))
-    seen = datasets.preview(path)
+    seen = readers.preview(path)
     assert seen["format"] == "xls" and seen["sheet"] == "旧表" and seen["header_row"] == 3
     assert seen["rows"][0] == {"日期": "2019-05-01", "编号": "00123", "数量": 7} and seen["total_rows"] == 2
     done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="old.xls")["id"])

@@ -1,5 +1,5 @@
 """The columnar .xlsx import (core.xlsx_import) writes exactly the records of the per-cell reader
-(datasets.read_table), falls back to it wherever it cannot, and the import's JSON appears atomically."""
+(readers.read_table), falls back to it wherever it cannot, and the import's JSON appears atomically."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import openpyxl
 import pytest
 from openpyxl.utils.datetime import CALENDAR_MAC_1904
 
-from core import datasets, xlsx_import
+from core import datasets, readers, xlsx_import
 from core.errors import ValidationError
 from core.store import Store
 
@@ -49,9 +49,9 @@ def exact(value):
 def both(path: Path, config: dict | None = None, limits: dict | None = None) -> dict:
     """Import `path` through `write_table` (fast path first) and compare with the per-cell reader."""
     config, limits = config or {}, limits or LIMITS
-    names, records = datasets.read_table(str(path), "xlsx", config, limits)
+    names, records = readers.read_table(str(path), "xlsx", config, limits)
     out = path.with_suffix(".json")
-    result = datasets.write_table(str(path), "xlsx", config, limits, str(out))
+    result = readers.write_table(str(path), "xlsx", config, limits, str(out))
     written = json.loads(out.read_text(encoding="utf-8"))
     assert exact(written) == exact(records)
     assert result["names"] == names and result["row_count"] == len(records)
@@ -124,6 +124,26 @@ def test_header_and_row_range_follow_the_per_cell_reader(tmp_path: Path, config:
     if config not in ({"header_row": 3, "start_row": 5, "end_row": 5}, {"header_row": 3, "start_row": 40},
                       {"header_row": 4}, {"header_row": 7}):
         assert result["reader"] == "fastexcel", result["fallback"]
+
+
+def test_a_column_empty_in_its_first_rows_keeps_the_type_of_its_later_cells(tmp_path: Path) -> None:
+    # fastexcel guesses the conversion's types from the first 1000 rows: there these columns are empty,
+    # so it would have read their later numbers, dates and booleans as text
+    rows = [["n", "later number", "later date", "later flag", "later text"]]
+    rows += [[i, None, None, None, None] for i in range(1200)]
+    rows += [[1200, 2.5, datetime(2026, 5, 6, 7, 8, 9), True, "t"], [1201, 3, datetime(2026, 5, 7), False, None]]
+    result = both(book(tmp_path / "late.xlsx", rows, formats={2: "yyyy-mm-dd hh:mm:ss"}))
+    assert result["reader"] == "fastexcel", result["fallback"]
+    last = json.loads((tmp_path / "late.json").read_text(encoding="utf-8"))[-2:]
+    assert last == [{"n": 1200, "later number": 2.5, "later date": "2026-05-06T07:08:09", "later flag": True,
+                     "later text": "t"},
+                    {"n": 1201, "later number": 3, "later date": "2026-05-07", "later flag": False,
+                     "later text": None}]
+
+
+def test_a_number_column_with_na_text_below_its_first_rows_is_exact(tmp_path: Path) -> None:
+    rows = [["n", "amount"]] + [[i, None] for i in range(1100)] + [[1100, "NA"], [1101, 4.5]]
+    both(book(tmp_path / "na.xlsx", rows))
 
 
 def test_random_values_round_trip_exactly(tmp_path: Path) -> None:
@@ -206,9 +226,9 @@ def test_the_limits_raise_the_same_errors(tmp_path: Path) -> None:
                          (tall, {"dataset_max_rows": 5, "dataset_max_columns": 10}),
                          (tall, {"dataset_max_rows": 69, "dataset_max_columns": 10})):
         with pytest.raises(ValidationError) as slow:
-            datasets.read_table(str(path), "xlsx", {}, limits)
+            readers.read_table(str(path), "xlsx", {}, limits)
         with pytest.raises(ValidationError) as fast:
-            datasets.write_table(str(path), "xlsx", {}, limits, str(tmp_path / "out.json"))
+            readers.write_table(str(path), "xlsx", {}, limits, str(tmp_path / "out.json"))
         assert (fast.value.key, fast.value.params) == (slow.value.key, slow.value.params)
     assert both(rich, {}, {"dataset_max_rows": 10, "dataset_max_columns": 12})["reader"] == "fastexcel"
     assert both(tall, {}, {"dataset_max_rows": 70, "dataset_max_columns": 1})["reader"] == "fastexcel"
@@ -228,7 +248,7 @@ def test_a_failing_fast_path_hands_over_to_the_per_cell_reader(tmp_path: Path, m
 
 def test_without_its_libraries_the_child_uses_the_per_cell_reader(tmp_path: Path) -> None:
     path = rich_book(tmp_path / "rich.xlsx")
-    result = datasets.write_table(str(path), "xlsx", {}, LIMITS, str(tmp_path / "out.json"), fast=False)
+    result = readers.write_table(str(path), "xlsx", {}, LIMITS, str(tmp_path / "out.json"), fast=False)
     assert result["reader"] == "calamine" and result["fallback"]
 
 
@@ -237,14 +257,14 @@ def test_the_child_waits_for_the_checks_and_stops_unread_without_them(tmp_path: 
     gate = tmp_path / "gate" / "checked"
     gate.parent.mkdir()
     datasets._release(gate, "xlsx")
-    assert datasets.await_checks(str(gate)) == "xlsx"
+    assert readers.await_checks(str(gate)) == "xlsx"
     datasets._release(gate, None)  # once released, the outcome never changes
-    assert datasets.await_checks(str(gate)) == "xlsx"
+    assert readers.await_checks(str(gate)) == "xlsx"
     refused = tmp_path / "refused" / "checked"
     refused.parent.mkdir()
     datasets._release(refused, None)
-    assert datasets.await_checks(str(refused)) is None
-    assert datasets.await_checks(str(tmp_path / "gone" / "checked")) is None  # its folder removed: stop
+    assert readers.await_checks(str(refused)) is None
+    assert readers.await_checks(str(tmp_path / "gone" / "checked")) is None  # its folder removed: stop
     assert xlsx_import.import_file("never-read.xlsx", {}, LIMITS, str(tmp_path / "x.json"), str(refused)) is None
 
 
@@ -269,7 +289,7 @@ def test_the_import_renames_a_complete_file_into_place(store: Store, team, tmp_p
     monkeypatch.setattr(datasets.os, "replace", replace)
     done = datasets.ingest(store, made["id"])
     assert done["ingest_status"] == "ready" and seen == [done["row_count"]]
-    assert done["row_count"] == len(datasets.read_table(str(path), "xlsx", {}, LIMITS)[1])
+    assert done["row_count"] == len(readers.read_table(str(path), "xlsx", {}, LIMITS)[1])
     assert json.loads(Path(done["path"]).read_text(encoding="utf-8"))[0]["code"] == "00123"
     assert [c["type"] for c in done["schema"]][:5] == ["text", "text", "integer", "number", "date"]
     assert _parts(store) == []
@@ -282,7 +302,7 @@ def test_without_the_columnar_libraries_an_import_still_succeeds(store: Store, t
     done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="r.xlsx")["id"])
     assert done["ingest_status"] == "ready"
     assert exact(json.loads(Path(done["path"]).read_text(encoding="utf-8"))) == exact(
-        datasets.read_table(str(path), "xlsx", {}, LIMITS)[1])
+        readers.read_table(str(path), "xlsx", {}, LIMITS)[1])
 
 
 def test_a_failed_import_leaves_no_part_file(store: Store, team, tmp_path: Path, monkeypatch) -> None:

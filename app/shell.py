@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 import streamlit_authenticator as stauth
 
-from core import auth, clock, namespaces, service_control
+from core import auth, clock, datasets, namespaces, sandbox, service_control
 from core.config import Config
 from core.errors import WorkbenchError
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, t
@@ -172,6 +172,15 @@ def start() -> Ctx:
 def _service_checked(home: str) -> float:
     """At most one look per home every 10 s, whatever the number of sessions (the cache is shared)."""
     return clock.utcnow().timestamp()
+
+
+@st.cache_resource(show_spinner=False)
+def import_spares() -> sandbox.Spares:
+    """This server's standby import child (shared by its sessions), started when the Data Center first
+    shows, so that an upload's import skips the child's start."""
+    spares = datasets.import_spares()
+    spares.warm()
+    return spares
 
 
 def _keep_service_running(store: Store) -> None:

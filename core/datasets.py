@@ -233,14 +233,14 @@ def finish(store: Store, dataset_id: str, *, records: list[dict[str, Any]] | Non
                               now, dataset_id])
 
 
-def ingest_in_background(store: Store, dataset_id: str) -> threading.Thread:
+def ingest_in_background(store: Store, dataset_id: str, spares: sandbox.Spares | None = None) -> threading.Thread:
     """Start the import job on a daemon thread of this process (the app's own worker), so a page
     returns at once and shows the status. The scheduler service runs the same `ingest` for pending
     imports too; the claim lets exactly one of them do it. If this process dies mid-import, the
     service's reclaim puts the dataset back to pending (its worker is gone) and imports it."""
     def work() -> None:
         try:
-            ingest(store, dataset_id)
+            ingest(store, dataset_id, spares=spares)
         except Exception:  # the import records its own failures; this only keeps a stray bug visible
             _LOG.exception("background import of %s failed", dataset_id)
 
@@ -315,8 +315,8 @@ def _is_legacy(store: Store, row: dict[str, Any]) -> bool:
 
 
 # -- the import job ------------------------------------------------------------------------------------
-def ingest(store: Store, dataset_id: str, now: datetime | None = None,
-           worker: str | None = None) -> dict[str, Any] | None:
+def ingest(store: Store, dataset_id: str, now: datetime | None = None, worker: str | None = None,
+           spares: sandbox.Spares | None = None) -> dict[str, Any] | None:
     """Run one pending import to its end (ready or failed); None when it was not pending.
 
     Called by a worker thread now and by the scheduler service later: the same function either way.
@@ -324,6 +324,7 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None,
     a hostile file can fail its own import but never take down the app or the service. The child
     writes the normalized JSON to a temporary file beside the final one, renamed into place here once
     the import succeeded (deleted when it failed); only the names, row count and schema come back.
+    A long-running caller passes its `spares` (`import_spares()`): a child started ahead takes the work.
     """
     row = claim(store, dataset_id, now, worker)
     if row is None:
@@ -335,7 +336,7 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None,
     part.parent.mkdir(parents=True, exist_ok=True)
     try:
         try:
-            fmt, result = _checked_import(store, row, config, limits, part)
+            fmt, result = _checked_import(store, row, config, limits, part, spares)
         except WorkbenchError as exc:
             part.unlink(missing_ok=True)
             finish(store, dataset_id, error=exc, now=now)
@@ -351,7 +352,7 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None,
 
 
 def _checked_import(store: Store, row: dict[str, Any], config: dict[str, Any], limits: dict[str, int],
-                    part: Path) -> tuple[str, dict[str, Any]]:
+                    part: Path, spares: sandbox.Spares | None) -> tuple[str, dict[str, Any]]:
     """The file's checks here, its import (`readers.import_file`) in the sandbox child, which writes `part`.
 
     The child starts at once and loads its interpreter and libraries while the checks run; it reads
@@ -365,7 +366,8 @@ def _checked_import(store: Store, row: dict[str, Any], config: dict[str, Any], l
 
     def run_child() -> None:
         try:
-            outcome["value"] = sandbox.run_isolated(entry, row["raw_path"], config, limits, str(part), str(gate))
+            outcome["value"] = sandbox.run_isolated(entry, row["raw_path"], config, limits, str(part), str(gate),
+                                                    spares=spares)
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
 
@@ -400,6 +402,12 @@ class _ChildEntry:
 
 # the .xlsx/.xlsm import: that module loads fastexcel, polars and pyarrow, in the child before its limits
 _XLSX_ENTRY = _ChildEntry("core.xlsx_import", "import_file")
+
+
+def import_spares() -> sandbox.Spares:
+    """Standby import children for a long-running process (the app, the service): one for the .xlsx
+    import, whose libraries take a third of a second to load. Idle, it holds about 200 MB."""
+    return sandbox.Spares([_XLSX_ENTRY.__module__] if _columnar_available() else [])
 
 
 def _columnar_available() -> bool:

@@ -12,6 +12,14 @@ address-space limit (RLIMIT_AS), a CPU-time limit (RLIMIT_CPU), no core files an
 - A child killed by a signal, out of memory, past its CPU time or its timeout becomes a `ValidationError`
   that says the reader stopped and why.
 
+Standby children (`Spares`): a long-running process (the app, the service) keeps one child per listed
+module started ahead, its libraries already imported, waiting for one request on stdin. A call with
+`spares=` hands its request to that child instead of starting one, which skips the child's start and its
+imports (a third of a second for the .xlsx import's libraries); the limits, the result and the errors
+are exactly those of a fresh child. A standby serves one call and exits, like any child (one file per
+process), and the next one starts after the call. An idle standby whose owner dies reads end-of-file and
+exits.
+
 Memory: `memory_mb` is the room the child gets for the work, on top of the address space it already
 uses once the function's module is imported (interpreter, libraries, thread pools reserve virtual memory
 up front; counting those against the limit would make it meaningless from one machine to the next).
@@ -19,12 +27,15 @@ up front; counting those against the limit would make it meaningless from one ma
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +52,12 @@ _BOOT = (
     "_child_main(request, sys.argv[2])\n"
     "_exit_now()\n"
 )
+_STANDBY_BOOT = (
+    "import sys\n"
+    "sys.path[:0] = sys.argv[2:]\n"
+    "from core.sandbox import _standby_main\n"
+    "_standby_main(sys.argv[1])\n"
+)
 _CPU_GRACE = 5  # seconds between SIGXCPU (soft CPU limit) and SIGKILL (hard limit)
 _STDERR_TAIL = 2000
 
@@ -56,29 +73,42 @@ class ReaderFailed(ValidationError):
 
 
 def run_isolated(func: Callable[..., Any], *args: Any, memory_mb: int = 1024, cpu_seconds: int = 120,
-                 timeout_seconds: float = 180, **kwargs: Any) -> Any:
-    """`func(*args, **kwargs)` in a fresh, resource-limited process; see the module docstring."""
+                 timeout_seconds: float = 180, spares: Spares | None = None, **kwargs: Any) -> Any:
+    """`func(*args, **kwargs)` in a fresh, resource-limited process (the standby one of `spares` when it
+    has one for the function's module); see the module docstring."""
     module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
     if not module or module == "__main__" or "<" in qualname:
         raise TypeError(f"run_isolated needs a top-level function importable by module path, not {func!r}")
-    with tempfile.TemporaryDirectory(prefix="wb-sandbox-") as tmp:
+    request = {"path": [_ROOT, *[p for p in sys.path if p]], "module": module, "qualname": qualname,
+               "args": args, "kwargs": kwargs, "memory_mb": int(memory_mb), "cpu_seconds": max(1, int(cpu_seconds))}
+    standby = spares.take(module) if spares is not None else None
+    try:
+        return _run(request, timeout_seconds, standby)
+    finally:
+        if spares is not None:
+            spares.refill(module)
+
+
+def _run(request: dict[str, Any], timeout_seconds: float, standby: Standby | None) -> Any:
+    tmp = standby.folder if standby is not None else tempfile.mkdtemp(prefix="wb-sandbox-")
+    try:
         request_path, result_path, err_path = (os.path.join(tmp, n) for n in ("request", "result", "stderr"))
         with open(request_path, "wb") as f:
-            pickle.dump({"path": [_ROOT, *[p for p in sys.path if p]], "module": module, "qualname": qualname,
-                         "args": args, "kwargs": kwargs, "memory_mb": int(memory_mb),
-                         "cpu_seconds": max(1, int(cpu_seconds))}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        with open(err_path, "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-c", _BOOT, request_path, result_path], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, start_new_session=True,
-                                    close_fds=True)
-            try:
-                code = proc.wait(timeout=timeout_seconds)
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                raise ValidationError("sandbox.error.time", seconds=_num(timeout_seconds)) from None
-            except BaseException:  # KeyboardInterrupt, a Streamlit rerun: never leave the child behind
-                _kill(proc)
-                raise
+            pickle.dump(request, f, protocol=pickle.HIGHEST_PROTOCOL)
+        proc = standby.hand(request_path, result_path) if standby is not None else None
+        if proc is None:  # no standby, or it is gone: a fresh child
+            with open(err_path, "wb") as err:
+                proc = subprocess.Popen([sys.executable, "-c", _BOOT, request_path, result_path],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp,
+                                        start_new_session=True, close_fds=True)
+        try:
+            code = proc.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise ValidationError("sandbox.error.time", seconds=_num(timeout_seconds)) from None
+        except BaseException:  # KeyboardInterrupt, a Streamlit rerun: never leave the child behind
+            _kill(proc)
+            raise
         outcome = None
         if os.path.exists(result_path):
             try:
@@ -87,9 +117,103 @@ def run_isolated(func: Callable[..., Any], *args: Any, memory_mb: int = 1024, cp
             except Exception:
                 outcome = None
         stderr_tail = Path(err_path).read_bytes()[-_STDERR_TAIL:].decode("utf-8", errors="replace")
+    finally:
+        if standby is not None:
+            standby.proc.stdout.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     if code == 0 and outcome is not None:
         return _unwrap(outcome)
-    raise _stopped(code, memory_mb, cpu_seconds, stderr_tail)
+    raise _stopped(code, request["memory_mb"], request["cpu_seconds"], stderr_tail)
+
+
+class Standby:
+    """One child started ahead: it imports `module`, says so on stdout, then waits for one request."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.folder = tempfile.mkdtemp(prefix="wb-sandbox-")
+        with open(os.path.join(self.folder, "stderr"), "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", _STANDBY_BOOT, module, _ROOT, *[p for p in sys.path if p]],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=self.folder,
+                                         start_new_session=True, close_fds=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 60) -> bool:
+        """Block until the child has imported its module (True), or it died or `timeout` passed."""
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return bool(ready) and self.proc.stdout.readline() == b"ready\n"
+
+    def hand(self, request_path: str, result_path: str) -> subprocess.Popen | None:
+        """Give the child its request; None when it is gone (the caller starts a fresh child)."""
+        try:
+            self.proc.stdin.write((json.dumps([request_path, result_path]) + "\n").encode("utf-8"))
+            self.proc.stdin.close()
+        except OSError:  # a broken pipe: the standby died
+            _kill(self.proc)
+            return None
+        return self.proc
+
+    def close(self) -> None:
+        """Stop an unused standby and remove its folder."""
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        _kill(self.proc)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Spares:
+    """Standby children for a long-running process, one per module of `modules` (see the module
+    docstring). Thread-safe; `close` stops them (a process that ends without it leaves none behind
+    either: they read end-of-file and exit)."""
+
+    def __init__(self, modules: tuple[str, ...] | list[str]) -> None:
+        self.modules = tuple(modules)
+        self._ready: dict[str, Standby] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start the standby children now rather than after the first call."""
+        for module in self.modules:
+            self.refill(module)
+
+    def take(self, module: str) -> Standby | None:
+        with self._lock:
+            standby = self._ready.pop(module, None)
+        if standby is not None and not standby.alive():
+            standby.close()
+            return None
+        return standby
+
+    def refill(self, module: str) -> None:
+        if module not in self.modules:
+            return
+        with self._lock:
+            current = self._ready.get(module)
+            if self._closed or (current is not None and current.alive()):
+                return
+            if current is not None:
+                current.close()
+            self._ready[module] = Standby(module)
+
+    def standby(self, module: str) -> Standby | None:
+        """The waiting child for `module` (for tests and the benchmark, which wait for it to be ready)."""
+        with self._lock:
+            return self._ready.get(module)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiting, self._ready = list(self._ready.values()), {}
+        for standby in waiting:
+            standby.close()
 
 
 def _num(x: float) -> str:
@@ -183,6 +307,27 @@ def _exit_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _standby_main(module: str) -> None:
+    """A standby child: import `module` (its libraries: the slow part of a start), say so, then run the
+    one request that comes on stdin; end-of-file (the owner closed it, or died) ends it unused."""
+    importlib.import_module(module)
+    try:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+    except OSError:  # the owner handed the request over without waiting for this line
+        pass
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads the pipe from now on
+    line = sys.stdin.readline()
+    if not line.strip():
+        shutil.rmtree(os.getcwd(), ignore_errors=True)  # its folder: nobody else will remove it
+        _exit_now()
+    request_path, result_path = json.loads(line)
+    with open(request_path, "rb") as f:
+        request = pickle.load(f)
+    _child_main(request, result_path)
+    _exit_now()
 
 
 def _child_main(request: dict[str, Any], result_path: str) -> None:

@@ -36,6 +36,7 @@ class Service:
         self.children: dict[str, subprocess.Popen] = {}
         self.cancel_seen: dict[str, float] = {}
         self.importing: threading.Thread | None = None
+        self.spares = datasets.import_spares()  # a standby import child, started after the first import
         self.stopping = threading.Event()
         self._lock_fd: int | None = None
         self._refreshed = self._reclaimed = -RECLAIM_EVERY  # the first round reclaims
@@ -114,6 +115,7 @@ class Service:
             except Exception:  # the next leader's reclaim records what this one could not
                 log.exception("could not stop the run %s cleanly", run_id)
         self.children.clear()
+        self.spares.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -143,7 +145,7 @@ class Service:
 
     def _ingest(self, dataset_id: str) -> None:
         try:
-            datasets.ingest(self.store, dataset_id, worker=self.worker)
+            datasets.ingest(self.store, dataset_id, worker=self.worker, spares=self.spares)
         except Exception:  # the import records its own failure; this only keeps the loop alive
             log.exception("import %s failed", dataset_id)
 

@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import NotFound, ValidationError
 from core.filesafety import check_upload
-from core.sandbox import ReaderFailed, run_isolated
+from core.sandbox import ReaderFailed, Spares, run_isolated
 
 
 # -- what the children run (top level, importable by module path) ------------------------------------
@@ -144,3 +144,94 @@ def test_file_checks_run_isolated(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as info:
         run_isolated(check_upload, str(path))
     assert info.value.key == "file.error.empty"
+
+
+# -- standby children ----------------------------------------------------------------------------------
+def _gone(pid: int, within: float = 60) -> bool:
+    """Whether process `pid` has ended (reaped or a zombie) within `within` seconds."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def spares():
+    made = Spares([add.__module__])
+    made.warm()
+    yield made
+    made.close()
+
+
+def test_a_standby_child_takes_one_call_and_the_next_one_waits(spares: Spares) -> None:
+    first = spares.standby(add.__module__)
+    assert first is not None and first.wait_ready()
+    assert run_isolated(add, 2, 3, scale=10, spares=spares) == {"sum": 50, "pid": first.proc.pid}
+    assert _gone(first.proc.pid) and not os.path.exists(first.folder)  # one call per process
+    second = spares.standby(add.__module__)
+    assert second is not None and second is not first and second.alive()
+    assert run_isolated(add, 1, 1, spares=spares)["pid"] == second.proc.pid
+
+
+def test_through_a_standby_errors_and_limits_are_those_of_a_fresh_child(spares: Spares) -> None:
+    with pytest.raises(ValidationError) as info:
+        run_isolated(refuse, "secret.xlsx", spares=spares)
+    assert info.value.key == "file.error.encrypted" and info.value.params == {"name": "secret.xlsx"}
+    with pytest.raises(ValidationError) as info:
+        run_isolated(abort, spares=spares)
+    assert info.value.key == "sandbox.error.crashed"
+    with pytest.raises(ValidationError) as info:
+        run_isolated(allocate_at_once, memory_mb=200, spares=spares)
+    assert info.value.key == "sandbox.error.memory" and "200 MB" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        run_isolated(sleep_forever, timeout_seconds=1, spares=spares)
+    assert info.value.key == "sandbox.error.time"
+    assert run_isolated(add, 4, 5, spares=spares)["sum"] == 9
+
+
+def test_a_dead_standby_is_replaced_by_a_fresh_child(spares: Spares) -> None:
+    dead = spares.standby(add.__module__)
+    dead.proc.kill()
+    dead.proc.wait()
+    result = run_isolated(add, 1, 2, spares=spares)
+    assert result["sum"] == 3 and result["pid"] != dead.proc.pid
+    assert spares.standby(add.__module__).alive()
+
+
+def test_only_the_listed_modules_get_a_standby(tmp_path: Path) -> None:
+    spares = Spares(["core.readers"])
+    try:
+        assert run_isolated(add, 1, 2, spares=spares)["sum"] == 3
+        assert spares.standby(add.__module__) is None
+    finally:
+        spares.close()
+
+
+def test_closing_stops_the_standby_and_removes_its_folder(spares: Spares) -> None:
+    standby = spares.standby(add.__module__)
+    spares.close()
+    assert _gone(standby.proc.pid) and not os.path.exists(standby.folder)
+    spares.refill(add.__module__)  # closed for good
+    assert spares.standby(add.__module__) is None
+
+
+def test_an_idle_standby_ends_with_its_owner(tmp_path: Path) -> None:
+    import subprocess
+
+    owner = (f"import os, sys; sys.path[:0] = {sys.path!r}\n"
+             "from core.sandbox import Spares\n"
+             "spares = Spares(['core.readers']); spares.warm(); standby = spares.standby('core.readers')\n"
+             "assert standby.wait_ready()\n"
+             "print(standby.proc.pid, standby.folder, flush=True)\n"
+             "os._exit(0)\n")  # no close: as if killed
+    out = subprocess.run([sys.executable, "-c", owner], capture_output=True, text=True, timeout=120, check=True)
+    pid, folder = out.stdout.split()
+    assert _gone(int(pid)) and not os.path.exists(folder)

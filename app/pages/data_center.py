@@ -61,6 +61,7 @@ except WorkbenchError as exc:
 
 # -- upload → preview → import -------------------------------------------------------------------------
 if can(ctx.principal, Action.UPLOAD_DATASET, ns):
+    spares = shell.import_spares()  # the standby import child starts while the user picks a file
     with st.expander(T("datacenter.upload"), expanded=True):
         n = st.session_state.setdefault("dc_upload_n", 0)
         upload = st.file_uploader(T("datacenter.file"), type=["xlsx", "xlsm", "xls", "csv", "json"], key=f"dc_upload_{n}")
@@ -107,7 +108,7 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
                 if st.button(T("datacenter.import"), key="dc_import", type="primary"):
                     made = datasets.create_upload(ctx.store, ctx.principal, ns, upload.name, data, name=name,
                                                   config={**options, "header_row": shown["header_row"]})
-                    datasets.ingest_in_background(ctx.store, made["id"])
+                    datasets.ingest_in_background(ctx.store, made["id"], spares)
                     st.session_state.update(dc_watch=made["id"], dc_pick_next=made["name"], dc_upload_n=n + 1)
                     st.rerun()
             except WorkbenchError as exc:

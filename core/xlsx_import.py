@@ -300,7 +300,10 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     if cell_errors is not None and not all(_CELL_ERROR.match(e.detail) for e in cell_errors.errors):
         raise Fallback("cells fastexcel could not convert")
     width = len(columns)
-    del loaded, reader  # calamine's cells: the Arrow columns hold the data now
+    # calamine's cells (the Arrow columns hold the data now) are freed on a thread while polars works
+    cells = [loaded, reader]
+    del loaded, reader
+    threading.Thread(target=cells.clear, name="xlsx-import-free", daemon=True).start()
     if any(v is not None for v in header[width:]):
         raise Fallback("the header window is wider than the used range")
     names = tabular.unique_names(list(header[:width]) + [None] * (width - len(header)))

@@ -36,7 +36,7 @@ class Service:
         self.children: dict[str, subprocess.Popen] = {}
         self.cancel_seen: dict[str, float] = {}
         self.importing: threading.Thread | None = None
-        self.spares = datasets.import_spares()  # a standby import child, started after the first import
+        self.spares = datasets.import_spares()  # the standby import child, started once this service leads
         self.stopping = threading.Event()
         self._lock_fd: int | None = None
         self._refreshed = self._reclaimed = -RECLAIM_EVERY  # the first round reclaims
@@ -71,6 +71,7 @@ class Service:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 log.info("leading %s as %s", self.config.home, self.worker)
+                self.spares.warm()  # the leader imports: its standby import child starts now
                 return True
             except BlockingIOError:
                 self.stopping.wait(self.poll)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -118,8 +120,8 @@ def _run(request: dict[str, Any], timeout_seconds: float, standby: Standby | Non
                 outcome = None
         stderr_tail = Path(err_path).read_bytes()[-_STDERR_TAIL:].decode("utf-8", errors="replace")
     finally:
-        if standby is not None:
-            standby.proc.stdout.close()
+        if standby is not None:  # done with it whatever happened (not handed over: stopped now)
+            standby.close()
         shutil.rmtree(tmp, ignore_errors=True)
     if code == 0 and outcome is not None:
         return _unwrap(outcome)
@@ -132,10 +134,15 @@ class Standby:
     def __init__(self, module: str) -> None:
         self.module = module
         self.folder = tempfile.mkdtemp(prefix="wb-sandbox-")
-        with open(os.path.join(self.folder, "stderr"), "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-c", _STANDBY_BOOT, module, _ROOT, *[p for p in sys.path if p]],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=self.folder,
-                                         start_new_session=True, close_fds=True)
+        self._imported = False
+        try:
+            with open(os.path.join(self.folder, "stderr"), "wb") as err:
+                self.proc = subprocess.Popen([sys.executable, "-c", _STANDBY_BOOT, module, _ROOT,
+                                              *[p for p in sys.path if p]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=err, cwd=self.folder, start_new_session=True, close_fds=True)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -144,8 +151,17 @@ class Standby:
         """Block until the child has imported its module (True), or it died or `timeout` passed."""
         import select
 
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return bool(ready) and self.proc.stdout.readline() == b"ready\n"
+        deadline, fd, seen = time.monotonic() + timeout, self.proc.stdout.fileno(), b""
+        while not self._imported:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            chunk = os.read(fd, 4096)
+            if not chunk:  # it died
+                return False
+            seen = (seen + chunk)[-64:]
+            self._imported = seen.endswith(b"ready\n")  # after whatever the libraries printed
+        return True
 
     def hand(self, request_path: str, result_path: str) -> subprocess.Popen | None:
         """Give the child its request; None when it is gone (the caller starts a fresh child)."""
@@ -201,7 +217,11 @@ class Spares:
                 return
             if current is not None:
                 current.close()
-            self._ready[module] = Standby(module)
+                del self._ready[module]
+            try:
+                self._ready[module] = Standby(module)
+            except (OSError, subprocess.SubprocessError) as exc:  # no process to be had now: calls start fresh ones
+                logging.getLogger(__name__).warning("no standby child for %s: %s", module, exc)
 
     def standby(self, module: str) -> Standby | None:
         """The waiting child for `module` (for tests and the benchmark, which wait for it to be ready)."""
@@ -221,6 +241,8 @@ def _num(x: float) -> str:
 
 
 def _kill(proc: subprocess.Popen) -> None:
+    if proc.returncode is not None:  # reaped already: its pid may be another process's by now
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and anything it started
     except (ProcessLookupError, PermissionError):
@@ -318,7 +340,9 @@ def _standby_main(module: str) -> None:
         sys.stdout.flush()
     except OSError:  # the owner handed the request over without waiting for this line
         pass
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads the pipe from now on
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # nobody reads the pipe from now on
+    os.close(devnull)
     line = sys.stdin.readline()
     if not line.strip():
         shutil.rmtree(os.getcwd(), ignore_errors=True)  # its folder: nobody else will remove it

@@ -287,6 +287,7 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
         if [c.dtype for c in columns] != [c.dtype for c in loaded.selected_columns]:
             # the conversion's types come from the first rows only: a column empty there (or holding only
             # text like "NA") would be read as text; read again with every column's type from all rows
+            del loaded  # never two parsed copies of the sheet at once
             loaded = reader.load_sheet(chosen, **options, dtypes={c.index: c.dtype for c in columns})
             columns = loaded.available_columns()
         # the per-cell reader's limits, on the same numbers: calamine's last row / last column index
@@ -303,7 +304,10 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     # calamine's cells (the Arrow columns hold the data now) are freed on a thread while polars works
     cells = [loaded, reader]
     del loaded, reader
-    threading.Thread(target=cells.clear, name="xlsx-import-free", daemon=True).start()
+    try:
+        threading.Thread(target=cells.clear, name="xlsx-import-free", daemon=True).start()
+    except RuntimeError:  # no thread to be had: free them here
+        cells.clear()
     if any(v is not None for v in header[width:]):
         raise Fallback("the header window is wider than the used range")
     names = tabular.unique_names(list(header[:width]) + [None] * (width - len(header)))

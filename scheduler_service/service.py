@@ -70,11 +70,12 @@ class Service:
         while not self.stopping.is_set():
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                log.info("leading %s as %s", self.config.home, self.worker)
-                self.spares.warm()  # the leader imports: its standby import child starts now
-                return True
             except BlockingIOError:
                 self.stopping.wait(self.poll)
+                continue
+            log.info("leading %s as %s", self.config.home, self.worker)
+            self.spares.warm()  # the leader imports: its standby import child starts now
+            return True
         return False
 
     def reclaim(self) -> None:

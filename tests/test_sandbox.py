@@ -235,3 +235,23 @@ def test_an_idle_standby_ends_with_its_owner(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", owner], capture_output=True, text=True, timeout=120, check=True)
     pid, folder = out.stdout.split()
     assert _gone(int(pid)) and not os.path.exists(folder)
+
+
+def test_a_standby_taken_but_never_handed_over_is_stopped(spares: Spares) -> None:
+    standby = spares.standby(add.__module__)
+    with pytest.raises(Exception):
+        run_isolated(add, lambda: 1, 2, spares=spares)  # the request cannot be pickled
+    assert _gone(standby.proc.pid) and not os.path.exists(standby.folder)
+    assert run_isolated(add, 1, 2, spares=spares)["sum"] == 3
+
+
+def test_no_standby_to_be_had_is_no_error(spares: Spares, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.sandbox
+
+    def no_fork(module: str):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(core.sandbox, "Standby", no_fork)
+    assert run_isolated(add, 1, 2, spares=spares)["sum"] == 3  # the standby taken, no new one started
+    assert spares.standby(add.__module__) is None
+    assert run_isolated(add, 2, 2, spares=spares)["sum"] == 4  # a fresh child

@@ -18,7 +18,7 @@ module started ahead, its libraries already imported, waiting for one request on
 imports (a third of a second for the .xlsx import's libraries); the limits, the result and the errors
 are exactly those of a fresh child. A standby serves one call and exits, like any child (one file per
 process), and the next one starts after the call. An idle standby whose owner dies reads end-of-file and
-exits.
+exits; one started before the project's modules changed is not used.
 
 Memory: `memory_mb` is the room the child gets for the work, on top of the address space it already
 uses once the function's module is imported (interpreter, libraries, thread pools reserve virtual memory
@@ -133,6 +133,7 @@ class Standby:
 
     def __init__(self, module: str) -> None:
         self.module = module
+        self.code = _code_stamp()
         self.folder = tempfile.mkdtemp(prefix="wb-sandbox-")
         self._imported = False
         try:
@@ -203,8 +204,8 @@ class Spares:
     def take(self, module: str) -> Standby | None:
         with self._lock:
             standby = self._ready.pop(module, None)
-        if standby is not None and not standby.alive():
-            standby.close()
+        if standby is not None and (not standby.alive() or standby.code != _code_stamp()):
+            standby.close()  # dead, or started before the project's code changed (an upgrade, an edit)
             return None
         return standby
 
@@ -234,6 +235,19 @@ class Spares:
             waiting, self._ready = list(self._ready.values()), {}
         for standby in waiting:
             standby.close()
+
+
+def _code_stamp() -> int:
+    """The newest modification time of the project's own modules: a standby started before it runs old
+    code, so it is not used (a fresh child imports the new code)."""
+    newest = 0
+    for folder in ("core", "scheduler_service"):
+        try:
+            with os.scandir(os.path.join(_ROOT, folder)) as entries:
+                newest = max([newest, *(e.stat().st_mtime_ns for e in entries if e.name.endswith(".py"))])
+        except OSError:
+            pass
+    return newest
 
 
 def _num(x: float) -> str:

@@ -255,3 +255,20 @@ def test_no_standby_to_be_had_is_no_error(spares: Spares, monkeypatch: pytest.Mo
     assert run_isolated(add, 1, 2, spares=spares)["sum"] == 3  # the standby taken, no new one started
     assert spares.standby(add.__module__) is None
     assert run_isolated(add, 2, 2, spares=spares)["sum"] == 4  # a fresh child
+
+
+def test_a_standby_started_before_the_code_changed_is_not_used(spares: Spares) -> None:
+    from core import sandbox
+
+    stale = spares.standby(add.__module__)
+    module_file = Path(sandbox.__file__)
+    before = module_file.stat()
+    try:
+        os.utime(module_file, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # as if just edited
+        result = run_isolated(add, 1, 2, spares=spares)
+        assert result["sum"] == 3 and result["pid"] != stale.proc.pid  # a fresh child ran it
+        assert _gone(stale.proc.pid)
+        fresh = spares.standby(add.__module__)
+        assert run_isolated(add, 2, 2, spares=spares)["pid"] == fresh.proc.pid  # the new standby is current
+    finally:
+        os.utime(module_file, ns=(before.st_atime_ns, before.st_mtime_ns))

@@ -59,7 +59,7 @@ def child(reader: str, path: str) -> None:
         if reader == "ours":  # as in the app and the service: the standby import child is up (not timed)
             spares = datasets.import_spares()
             spares.warm()
-            assert spares.standby("core.xlsx_import").wait_ready(), "the standby child did not start"
+            assert all(spares.standby(m).wait_ready() for m in spares.modules), "the standby child did not start"
         start = time.perf_counter()
         made = datasets.create_upload(store, operator, "bench", Path(path).name, data, config={"header_row": 1})
         done = datasets.ingest(store, made["id"], spares=spares)

@@ -238,16 +238,13 @@ class Spares:
 
 
 def _code_stamp() -> int:
-    """The newest modification time of the project's own modules: a standby started before it runs old
-    code, so it is not used (a fresh child imports the new code)."""
-    newest = 0
-    for folder in ("core", "scheduler_service"):
-        try:
-            with os.scandir(os.path.join(_ROOT, folder)) as entries:
-                newest = max([newest, *(e.stat().st_mtime_ns for e in entries if e.name.endswith(".py"))])
-        except OSError:
-            pass
-    return newest
+    """The newest modification time of the modules a child runs (`core/`): a standby started before it
+    runs old code, so it is not used (a fresh child imports the new code)."""
+    try:
+        with os.scandir(os.path.join(_ROOT, "core")) as entries:
+            return max((e.stat().st_mtime_ns for e in entries if e.name.endswith(".py")), default=0)
+    except OSError:
+        return 0
 
 
 def _num(x: float) -> str:

@@ -350,9 +350,9 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     if any(c in datetime_cols and start <= r < last for r, c in scan.midnight_not_whole):
         raise Fallback("a date serial within half a millisecond of a whole day")
 
-    firsts = kept.head(SCHEMA_SAMPLE)["json"].to_list()
-    _write_rows(kept, firsts[0] if firsts else None, out)
-    sample = json.loads("[" + "".join(firsts)[1:] + "]") if count else []
+    head = kept.head(SCHEMA_SAMPLE)["json"].to_list()
+    _write_rows(kept, head[0] if head else None, out)
+    sample = json.loads("[" + "".join(head)[1:] + "]") if head else []
     schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in sample)} for n in names]
     return {"names": names, "row_count": count, "schema": schema, "reader": "fastexcel", "fallback": None}
 

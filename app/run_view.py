@@ -81,7 +81,7 @@ def _live(ctx: shell.Ctx, run_id: str, key: str) -> None:
 def _live_tick(ctx: shell.Ctx, run_id: str, key: str) -> None:
     run = runs.get(ctx.store, ctx.principal, run_id)
     if run["status"] not in ACTIVE:
-        st.rerun()  # it just finished: the whole page once more, then it stays still
+        shell.rerun_unprompted()  # it just finished: the whole page once more, then it stays still
     with st.container():
         st.markdown(f"**{T('run.status.' + run['status'])}** · {label(run, status=False)}")
         if run["status"] == runs.RunStatus.QUEUED.value:

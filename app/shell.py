@@ -148,14 +148,14 @@ def start() -> Ctx:
             if result:
                 _remember(result)
     if st.session_state.get("wb_delete_cookie"):
-        try:
-            _cookie_manager(store, "").delete(auth.COOKIE_NAME, key=_COOKIE_DELETE)
-        except KeyError:  # rendered the delete; the manager's own copy of the cookies just lacked it
-            pass
-        _cookie_done("wb_delete_cookie", _COOKIE_DELETE)
+        if not _cookie_done("wb_delete_cookie", _COOKIE_DELETE):
+            try:
+                _cookie_manager(store, "").delete(auth.COOKIE_NAME, key=_COOKIE_DELETE)
+            except KeyError:  # rendered the delete; the manager's own copy of the cookies just lacked it
+                pass
     elif result and st.session_state.get("wb_set_cookie"):
-        _write_cookie(store, result.principal.username)
-        _cookie_done("wb_set_cookie", _COOKIE_SET)
+        if not _cookie_done("wb_set_cookie", _COOKIE_SET):
+            _write_cookie(store, result.principal.username)
     lang = (result.language if result and result.language else None) or st.session_state.get(
         "wb_lang", store.config["default_language"])
     ctx = Ctx(store=store, principal=result.principal if result else None, lang=lang,
@@ -199,14 +199,25 @@ def _keep_service_running(store: Store) -> None:
         pass
 
 
-def _cookie_done(pending: str, component_key: str) -> None:
+def _cookie_done(pending: str, component_key: str) -> bool:
     """The cookie manager writes or deletes the cookie from a browser component that acts only once its
     frame has loaded; a rerun before that (its own cookie read triggers one) unmounts it and the write or
     delete is lost. So a pending one is rendered on every run until the browser confirms it (the
-    component's value, under its key, turns True); then one more run takes its empty frame off the page."""
+    component's value, under its key, turns True); the run that brings the confirmation no longer renders
+    it. No `st.rerun()` here: it re-queues this page and would swallow a page the user just clicked."""
     if st.session_state.get(component_key) is True:
         st.session_state.pop(pending, None)
-        st.rerun()
+        return True
+    return False
+
+
+def rerun_unprompted() -> None:
+    """`st.rerun()` for a rerun no click asked for (a run that just finished). `st.rerun()` re-queues
+    this page, and Streamlit folds it with a request already waiting (the page the user just clicked)
+    into one rerun of *this* page: the click would be lost. An element first is a yield point, where a
+    waiting request takes over the run."""
+    st.empty()
+    st.rerun()
 
 
 def sign_in(result: auth.LoginResult) -> None:

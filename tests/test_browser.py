@@ -170,7 +170,10 @@ def log_in(page: Page, url: str, username: str) -> str:
     expect_login_page(page)
     submit_login(page, username, PASSWORDS[username])
     expect(heading(page, ZH["overview.title"].format(name=username))).to_be_visible()
-    return wait_for_cookie(page.context, page)
+    cookie = wait_for_cookie(page.context, page)
+    # the browser confirmed the write, and the run that brought the confirmation took the frame away
+    expect(page.locator('iframe[title*="cookie_manager"]')).to_have_count(0)
+    return cookie
 
 
 def wait_for_cookie(context: BrowserContext, page: Page) -> str:

@@ -397,7 +397,7 @@ def cmd_run(store: Store, who: Principal, args: argparse.Namespace) -> Any:
 
 def cmd_runs_list(store: Store, who: Principal, args: argparse.Namespace) -> Any:
     rows = [run_row(r) for r in runs.list_runs(store, who, args.namespace, status=args.status,
-                                                 pipeline=args.pipeline, limit=args.limit)]
+                                                 pipeline=args.pipeline, limit=args.limit, offset=args.offset)]
     if args.json:
         return Report(rows)
     keys = ("id", "namespace", "pipeline", "status", "trigger", "queued_at", "duration_seconds", "cost", "error")
@@ -434,14 +434,18 @@ def cmd_runs_cancel(store: Store, who: Principal, args: argparse.Namespace) -> A
     return Report(data, text=text)
 
 
-def _positive(text: str) -> int:
+def _positive(text: str, least: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
     return value
+
+
+def _not_negative(text: str) -> int:
+    return _positive(text, least=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -519,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[s.value for s in runs.RunStatus])
     p.add_argument("--pipeline", help="pipeline name or id")
     p.add_argument("--limit", type=_positive, default=50)
+    p.add_argument("--offset", type=_not_negative, default=0, help="skip this many of the newest runs")
     p = add(run_cmds, "show", cmd_runs_show)
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--log", action="store_true", help="also print the end of the run's log")

@@ -198,8 +198,33 @@ def get(store: Store, principal: Principal, run_id: str) -> dict[str, Any]:
 
 
 def list_runs(store: Store, principal: Principal, namespace: str | None = None, *, status: str | None = None,
-              pipeline: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Newest first, within the namespaces the caller may see (one namespace when given)."""
+              pipeline: str | None = None, limit: int = 200, offset: int = 0) -> list[dict[str, Any]]:
+    """Newest first, within the namespaces the caller may see (one namespace when given); `offset` pages
+    back through a history longer than one `limit`."""
+    found = _run_filter(store, principal, namespace, status, pipeline)
+    if found is None:
+        return []
+    where, params = found
+    params += [max(1, min(int(limit), 10_000)), max(0, int(offset))]
+    with store.read() as tx:
+        return [_public(r) for r in tx.execute(
+            f"SELECT * FROM runs WHERE {where} ORDER BY queued_at DESC, id LIMIT ? OFFSET ?", params)]
+
+
+def count_runs(store: Store, principal: Principal, namespace: str | None = None, *, status: str | None = None,
+               pipeline: str | None = None) -> int:
+    """How many runs `list_runs` would page through with the same filters (for "1–100 of 2,345")."""
+    found = _run_filter(store, principal, namespace, status, pipeline)
+    if found is None:
+        return 0
+    where, params = found
+    with store.read() as tx:
+        return int(tx.execute(f"SELECT count(*) AS n FROM runs WHERE {where}", params)[0]["n"])
+
+
+def _run_filter(store: Store, principal: Principal, namespace: str | None, status: str | None,
+                pipeline: str | None) -> tuple[str, list[Any]] | None:
+    """The WHERE clause of a run listing, checked against the caller's rights; None when they see nothing."""
     if namespace is not None:
         require(principal, Action.VIEW, namespace)
         spaces = [namespace]
@@ -208,19 +233,16 @@ def list_runs(store: Store, principal: Principal, namespace: str | None = None, 
             names = [r["name"] for r in tx.execute("SELECT name FROM namespaces")]
         spaces = visible_namespaces(principal, names)
     if not spaces:
-        return []
-    sql = f"SELECT * FROM runs WHERE namespace IN ({', '.join('?' * len(spaces))})"
+        return None
+    where = f"namespace IN ({', '.join('?' * len(spaces))})"
     params: list[Any] = list(spaces)
     if status:
-        sql += " AND status = ?"
+        where += " AND status = ?"
         params.append(RunStatus(status).value)
     if pipeline:
-        sql += " AND (pipeline_name = ? OR pipeline_id = ?)"
+        where += " AND (pipeline_name = ? OR pipeline_id = ?)"
         params += [pipeline, pipeline]
-    sql += " ORDER BY queued_at DESC LIMIT ?"
-    params.append(max(1, min(int(limit), 10_000)))
-    with store.read() as tx:
-        return [_public(r) for r in tx.execute(sql, params)]
+    return where, params
 
 
 def cancel(store: Store, principal: Principal, run_id: str, now: datetime | None = None) -> dict[str, Any]:

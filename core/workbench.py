@@ -143,12 +143,13 @@ class Workbench:
         return run_summary(execute.wait(self.store, self.principal, run["id"]))
 
     def runs(self, namespace: str | None = None, status: str | None = None, pipeline: str | None = None,
-             limit: int = 200) -> pl.DataFrame:
-        """Runs newest first, in one namespace or every namespace you may see; errors in words."""
+             limit: int = 200, offset: int = 0) -> pl.DataFrame:
+        """Runs newest first, in one namespace or every namespace you may see (`offset` pages back); errors
+        in words."""
         from core.cli import RUN_ROW_COLUMNS, run_row
 
         rows = [run_row(r) for r in runs.list_runs(self.store, self.principal, namespace, status=status,
-                                                    pipeline=pipeline, limit=limit)]
+                                                    pipeline=pipeline, limit=limit, offset=offset)]
         return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema=list(RUN_ROW_COLUMNS))
 
     def run_info(self, run_id: str, log: bool = False) -> dict[str, Any]:

@@ -146,6 +146,9 @@ def test_runs_list_show_and_cancel_queued_runs(team: Path, demo_yaml: Path) -> N
     assert {(r["status"], r["trigger"], r["pipeline"]) for r in listed} == {("queued", "cli", "orders_demo")}
     assert [r["created_by"] for r in listed] == ["eddie", "local-operator"]
     assert len(ok_json(cli(team, "runs", "list", "--namespace", "alpha", "--limit", "1", "--json"))) == 1
+    older = ok_json(cli(team, "runs", "list", "--limit", "1", "--offset", "1", "--json"))
+    assert [r["id"] for r in older] == [first["run_id"]]  # the next page back
+    assert "at least 0" in cli(team, "runs", "list", "--offset", "-1").stderr
     assert ok_json(cli(team, "runs", "list", "--pipeline", "nothing", "--json")) == []
     # a viewer sees runs but may not cancel them
     seen = ok_json(cli(team, "--user", "vic", "runs", "list", "--json", password=PASSWORD))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -115,6 +115,21 @@ def test_list_filters_and_namespace_visibility(store: Store, team) -> None:
     assert len(runs.list_runs(store, team["platform_admin"], status="queued")) == 3
     with pytest.raises(PermissionDenied):
         runs.list_runs(store, team["outsider"], "alpha")
+
+
+def test_pages_of_the_history_cover_every_run_once_newest_first(store: Store, team) -> None:
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    made = [queue(store, team["editor"], name=f"p{i % 2}", now=start + timedelta(minutes=i))["id"] for i in range(7)]
+    queue(store, team["outsider"], namespace="beta", name="p0")  # never in alpha's pages, nor in its count
+    pages = [[r["id"] for r in runs.list_runs(store, team["viewer"], "alpha", limit=3, offset=o)] for o in (0, 3, 6, 9)]
+    assert pages == [made[6:3:-1], made[3:0:-1], made[:1], []]
+    assert runs.count_runs(store, team["viewer"], "alpha") == 7
+    assert runs.count_runs(store, team["viewer"], "alpha", pipeline="p0") == 4
+    assert [r["id"] for r in runs.list_runs(store, team["viewer"], "alpha", pipeline="p0", limit=2, offset=2)] == \
+        [made[2], made[0]]
+    assert runs.count_runs(store, team["platform_admin"]) == 8
+    with pytest.raises(PermissionDenied):
+        runs.count_runs(store, team["outsider"], "alpha")
 
 
 def test_log_tail_is_bounded_and_starts_on_a_whole_line(store: Store, team) -> None:

@@ -238,6 +238,7 @@ def test_runs_from_a_notebook_queue_list_and_cancel(wb: Workbench, nb_home: Path
     other = nina.run("offline_demo", input="orders", wait=False)  # her only namespace is the default
     table = wb.runs()
     assert table["id"].to_list() == [other["run_id"], queued["run_id"]]
+    assert wb.runs(limit=1, offset=1)["id"].to_list() == [queued["run_id"]]  # one page back
     assert set(table["trigger"]) == {"notebook"} and set(table["status"]) == {"queued"}
     assert wb.run_info(queued["run_id"])["sample_rows"] == 10
 

@@ -6,10 +6,11 @@ others build their runs' outcomes through core's worker functions, so the suite 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
-from core import datasets, execute, pipelines, runs
+from core import clock, datasets, execute, pipelines, runs
 from core.runs import ErrorCategory, RunStatus
 from tests.app.conftest import ZH, login, new_app, texts
 from tests.conftest import PASSWORD
@@ -235,6 +236,23 @@ def test_runs_history_filters_by_status_and_pipeline(store, team):
     assert list(_frame(at, ZH["run.field.pipeline"])[ZH["run.field.status"]]) == [ZH["run.status.cancelled"]]
     at.selectbox(key="rh_status").select(ZH["run.status.completed"]).run()
     assert ZH["history.empty"] in texts(at)
+
+
+def test_runs_history_pages_back_to_the_oldest_run(store, team):
+    pipe, oldest = _queued(store, team["editor"])
+    yaml_text = pipelines.read_yaml(store, team["editor"], pipe["id"])
+    start = clock.utcnow()  # after the oldest run was queued
+    for i in range(1, 101):  # 101 runs: one more than a page
+        runs.enqueue(store, team["editor"], namespace="alpha", pipeline_name=pipe["name"], pipeline_id=pipe["id"],
+                     yaml_text=yaml_text, input_dataset_id=oldest["input_dataset_id"],
+                     now=start + timedelta(seconds=i))
+    at = _on(RUNS, "viewer")
+    assert len(_frame(at, ZH["run.field.pipeline"])) == 100
+    assert oldest["id"][:8] not in list(_frame(at, ZH["run.field.pipeline"])[ZH["run.field.id"]])
+    assert ZH["history.range"].format(first=1, last=100, total=101) in texts(at)
+    at.number_input(key=next(n.key for n in at.number_input if n.key.startswith("rh_page"))).set_value(2).run()
+    assert list(_frame(at, ZH["run.field.pipeline"])[ZH["run.field.id"]]) == [oldest["id"][:8]]
+    assert ZH["history.range"].format(first=101, last=101, total=101) in texts(at)
 
 
 @pytest.mark.parametrize("who", ["admin", "nsadmin", "editor", "viewer", "outsider"])

@@ -47,7 +47,7 @@ def _watch_import(dataset_id: str) -> None:
     the whole page reruns once it has ended."""
     job = datasets.get(ctx.store, ctx.principal, dataset_id)
     if job["ingest_status"] not in (datasets.IngestStatus.PENDING.value, datasets.IngestStatus.PROCESSING.value):
-        st.rerun()
+        shell.rerun_unprompted()
     seconds = max(0, int((clock.utcnow() - job["created_at"]).total_seconds()))
     st.progress(0.1 if job["ingest_status"] == datasets.IngestStatus.PENDING.value else 0.5,
                 text=T("datacenter.import_running", status=T(f"datacenter.status.{job['ingest_status']}"),

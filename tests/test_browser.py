@@ -31,6 +31,7 @@ COOKIE = "docetl_wb_auth"  # core.auth.COOKIE_NAME
 STARTUP_WAIT = 60.0  # seconds: upper bound for the server to answer its health check
 WAIT_MS = 45_000  # upper bound for any one thing to appear on the page (generous: the machine may be busy)
 
+MAX_MB = 20  # the Data Center's file limit here (not the default, so the uploader is seen to follow it)
 PASSWORDS = {"admin": "admin-pass-4711", "viewer": "viewer-pass-4711", "editor": "editor-pass-4711"}
 
 expect.set_options(timeout=WAIT_MS)
@@ -71,7 +72,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = base / "home"
     home.mkdir()
     env = {**os.environ, "DOCETL_HOME_DIR": str(home), "DOCETL_WB_BCRYPT_ROUNDS": "4", "PYTHONUNBUFFERED": "1",
-           "DOCETL_WB_AUTOSTART_SERVICE": "1", "DOCETL_WB_SERVICE_POLL_SECONDS": "0.3"}  # the app starts the service
+           "DOCETL_WB_AUTOSTART_SERVICE": "1", "DOCETL_WB_SERVICE_POLL_SECONDS": "0.3",  # the app starts the service
+           "DOCETL_WB_DATASET_MAX_MB": str(MAX_MB)}
     _cli(env, "user", "add", "admin", "--admin", "--password-stdin", stdin=PASSWORDS["admin"] + "\n")
     _cli(env, "namespace", "create", "demo")
     for name in ("viewer", "editor"):
@@ -323,3 +325,42 @@ def test_editor_runs_the_offline_template_and_sees_the_result(app_url: str, cont
     expect(table.get_by_test_id("data-grid-canvas")).to_be_visible()
     expect(table.locator("canvas td").filter(has_text="华东").first).to_be_attached()  # a region total
     shot(page, "11-execute-result")
+
+
+def test_editor_uploads_an_excel_file_previews_it_and_imports_it(app_url: str, context: BrowserContext,
+                                                                 tmp_path: Path) -> None:
+    """Data Center → the file goes through Streamlit's real upload endpoint → the preview finds the
+    header under a title block → Import → the background import ends and the page says so by itself."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "销售"
+    sheet.append(["2026 年第三季度销售报表"])  # a title block above the header, as reports have
+    sheet.append([])
+    sheet.append(["地区", "数量", "备注"])
+    for i in range(1, 26):
+        sheet.append([("华东", "华北", "华南")[i % 3], i * 10, f"第 {i} 单"])
+    path = tmp_path / "季度报表.xlsx"
+    book.save(path)
+
+    page = context.new_page()
+    log_in(page, app_url, "editor")
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=ZH["nav.data_center"], exact=True).click()
+    expect(heading(page, ZH["datacenter.title"])).to_be_visible()
+    expect(page.get_by_test_id("stFileUploaderDropzoneInstructions")).to_contain_text(f"{MAX_MB}MB")  # the limit
+    too_big = tmp_path / "too_big.csv"
+    too_big.write_bytes(b"a,b\n" + b"1,2\n" * ((MAX_MB * 2**20) // 4 + 1))  # just past the limit
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(too_big))
+    expect(page.get_by_test_id("stFileUploader").get_by_role("alert")).to_contain_text(f"{MAX_MB}")  # refused
+    expect(page.get_by_label(ZH["datacenter.header_row"], exact=True)).to_have_count(0)  # nothing previewed
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
+    expect(page.get_by_label(ZH["datacenter.header_row"], exact=True)).to_have_value("3")  # detected
+    columns = page.get_by_test_id("stDataFrame").first
+    expect(columns.locator("canvas td").filter(has_text="地区").first).to_be_attached()
+    expect(page.get_by_label(ZH["datacenter.name"], exact=True).first).to_have_value("季度报表")
+    shot(page, "12-datacenter-preview")
+    page.get_by_role("button", name=ZH["datacenter.import"], exact=True).click()
+    expect(page.get_by_text(ZH["datacenter.imported"].format(name="季度报表", rows=25))).to_be_visible()
+    expect(page.get_by_test_id("stFileUploaderFile")).to_have_count(0)  # a fresh uploader for the next file
+    shot(page, "13-datacenter-imported")

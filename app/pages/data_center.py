@@ -64,7 +64,8 @@ if can(ctx.principal, Action.UPLOAD_DATASET, ns):
     spares = shell.import_spares()  # the standby import child starts while the user picks a file
     with st.expander(T("datacenter.upload"), expanded=True):
         n = st.session_state.setdefault("dc_upload_n", 0)
-        upload = st.file_uploader(T("datacenter.file"), type=["xlsx", "xlsm", "xls", "csv", "json"], key=f"dc_upload_{n}")
+        upload = st.file_uploader(T("datacenter.file"), type=["xlsx", "xlsm", "xls", "csv", "json"], key=f"dc_upload_{n}",
+                                  max_upload_size=int(ctx.config["dataset_max_mb"]))  # the browser says the limit
         if upload is not None:
             if st.session_state.get("dc_file") != upload.file_id:  # a new file: forget the last one's options
                 for key in ("dc_sheet", "dc_name"):

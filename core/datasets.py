@@ -340,6 +340,11 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None, worker: s
         except WorkbenchError as exc:
             part.unlink(missing_ok=True)
             finish(store, dataset_id, error=exc, now=now)
+        except Exception:  # a check or reader failed in a way nobody foresaw: the import fails, it never hangs
+            logging.getLogger(__name__).exception("dataset %s: unexpected error while importing", dataset_id)
+            part.unlink(missing_ok=True)
+            finish(store, dataset_id, error=ValidationError("file.error.corrupt", name=Path(row["raw_path"]).name),
+                   now=now)
         else:
             if result["fallback"]:
                 logging.getLogger(__name__).info("dataset %s: %s imported by the per-cell reader (%s)", dataset_id,

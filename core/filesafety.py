@@ -17,6 +17,7 @@ import codecs
 import re
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -81,7 +82,7 @@ def _sniff_zip(path: Path) -> str:
             with zf.open("[Content_Types].xml") as part:
                 content_types = part.read(_CONTENT_TYPES_MAX)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, RuntimeError,
-            ValueError) as exc:
+            ValueError, zlib.error) as exc:  # zlib.error: a damaged deflate stream
         if isinstance(exc, RuntimeError) and "encrypted" in str(exc).lower():
             raise ValidationError("file.error.encrypted", name=path.name) from None
         raise ValidationError("file.error.corrupt", name=path.name) from None
@@ -232,7 +233,7 @@ def check_xml_parts(path: str | Path, limits: ZipLimits | None = None) -> None:
             raise ValidationError("file.error.encrypted", name=name) from None
         raise ValidationError("file.error.corrupt", name=name) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError,
-            UnicodeDecodeError):
+            UnicodeDecodeError, zlib.error):
         raise ValidationError("file.error.corrupt", name=name) from None
 
 

@@ -47,6 +47,7 @@ import posixpath
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -125,7 +126,7 @@ def _events(zf: zipfile.ZipFile, name: str, events: tuple[str, ...] = ("start", 
             yield from parser.read_events()
     except ET.ParseError as exc:
         raise XlsxPreviewError("xlsx.error.corrupt", detail=f"the workbook part {name} is not well-formed XML ({exc})") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:  # zlib: damaged deflate
         raise XlsxPreviewError("xlsx.error.corrupt", detail=f"the workbook part {name} cannot be read ({exc})") from None
     except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
         raise XlsxPreviewError("xlsx.error.encrypted", detail=f"the workbook part {name} is encrypted") from None

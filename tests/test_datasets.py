@@ -158,6 +158,31 @@ def test_the_format_comes_from_the_bytes_and_hostile_files_fail_alone(store: Sto
     assert junk["ingest_status"] == "failed" and junk["error"]["message"]
 
 
+@pytest.mark.parametrize("member", ["[Content_Types].xml", "xl/worksheets/sheet1.xml"])
+def test_a_damaged_compressed_part_fails_its_import_and_its_preview_in_words(store: Store, team, tmp_path: Path,
+                                                                             member: str) -> None:
+    from tests.test_filesafety import damaged_deflate, real_xlsx
+
+    path = damaged_deflate(real_xlsx(tmp_path / "ok.xlsx"), tmp_path / "damaged.xlsx", member)
+    with pytest.raises(ValidationError) as seen:
+        readers.preview(path)
+    assert "damaged" in seen.value.message("en")
+    done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="d.xlsx")["id"])
+    assert done["ingest_status"] == "failed" and "damaged" in done["error"]["message"]
+
+
+def test_an_unforeseen_reader_error_fails_the_import_instead_of_leaving_it_processing(store: Store, team,
+                                                                                     monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise KeyError("a reader bug")
+
+    monkeypatch.setattr(datasets.filesafety, "check_upload", broken)  # stands in for a bug nobody foresaw
+    made = upload(store, team["editor"])
+    done = datasets.ingest(store, made["id"])
+    assert done["ingest_status"] == "failed" and "sales.csv" in done["error"]["message"]
+    assert not list(Path(done["path"]).parent.glob("*.part-*"))
+
+
 def _workbook(tmp_path: Path) -> Path:
     import openpyxl
 

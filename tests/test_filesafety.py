@@ -73,6 +73,17 @@ def raw_zip(path: Path, entries: list[dict]) -> Path:
     return path
 
 
+def damaged_deflate(src: Path, dst: Path, member: str) -> Path:
+    """A copy of `src` whose `member` has a broken deflate stream (its first block of an invalid type):
+    the central directory is intact, so only decompressing finds it (zlib.error, not BadZipFile)."""
+    data = bytearray(src.read_bytes())
+    info = zipfile.ZipFile(src).getinfo(member)
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    data[info.header_offset + 30 + name_len + extra_len] = 0x07  # BFINAL=1, BTYPE=11 (reserved)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 def deflated(data: bytes) -> dict:
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     return {"data": c.compress(data) + c.flush(), "crc": zlib.crc32(data), "size": len(data)}
@@ -256,6 +267,12 @@ def test_truncated_xlsx_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "half.xlsx"
     path.write_bytes(full[: len(full) // 2])
     refused("file.error.corrupt", sniff, path)
+    refused("file.error.corrupt", check_upload, path)
+
+
+@pytest.mark.parametrize("member", ["[Content_Types].xml", "xl/worksheets/sheet1.xml"])
+def test_a_damaged_compressed_part_is_corrupt(tmp_path: Path, member: str) -> None:
+    path = damaged_deflate(real_xlsx(tmp_path / "ok.xlsx"), tmp_path / "damaged.xlsx", member)
     refused("file.error.corrupt", check_upload, path)
 
 

@@ -299,7 +299,7 @@ def delete(store: Store, principal: Principal, dataset_id: str, now: datetime | 
         if legacy:  # DocWrangler's file stays where it is; the next discovery must not bring it back
             tx.execute_write("INSERT INTO dismissed_legacy_files (namespace, path, dismissed_at, dismissed_by)"
                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                             [row["namespace"], row["path"], clock.resolve(now), principal.username])
+                             [row["namespace"], row["raw_path"] or row["path"], clock.resolve(now), principal.username])
         audit.record(tx, principal, "dataset.delete", resource_type="dataset", resource_id=dataset_id,
                      namespace=row["namespace"], detail={"name": row["name"], "legacy_file_kept": legacy}, now=now)
     base = data_center_dir(store, row["namespace"])
@@ -309,9 +309,9 @@ def delete(store: Store, principal: Principal, dataset_id: str, now: datetime | 
 
 
 def _is_legacy(store: Store, row: dict[str, Any]) -> bool:
-    """A dataset registered in place from the namespace's `files/` (DocWrangler's uploads)."""
+    """A dataset registered from the namespace's `files/` (DocWrangler's uploads), in place or copied."""
     folder = (store.config.namespace_dir(row["namespace"]) / "files").resolve()
-    return Path(row["path"]).resolve().parent == folder
+    return Path(row["raw_path"] or row["path"]).resolve().parent == folder
 
 
 # -- the import job ------------------------------------------------------------------------------------
@@ -477,42 +477,76 @@ def register_generated(store: Store, principal: Principal, namespace: str, name:
 
 # -- DocWrangler's uploads ---------------------------------------------------------------------------
 def sync_legacy(store: Store, principal: Principal, namespace: str, now: datetime | None = None) -> int:
-    """Register `<namespace>/files/*.json` (DocWrangler's uploads) as user uploads, in place (seed §6.4).
+    """Register `<namespace>/files/*.json` (DocWrangler's uploads) as user uploads (seed §6.4).
 
-    Files are read where they are and never moved; one that is not a list of objects is registered as
-    `failed` with the reason, so nothing is silently skipped. Returns how many were new.
+    Files are never moved. A plain UTF-8 JSON list is used in place; NDJSON, a BOM or GBK text gets a
+    normalized copy under the Data Center (what pages and runs read). A file that cannot be read is
+    registered as `failed` with the reason, so nothing is silently skipped. Two sessions discovering at
+    once register each file once. Returns how many were new.
     """
     require(principal, Action.VIEW, namespace)
     folder = store.config.namespace_dir(namespace) / "files"
     files = sorted(p for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
     if not files:
         return 0
-    known = {r["path"] for r in store.execute("SELECT path FROM datasets WHERE namespace = ? UNION ALL SELECT path"
-                                              " FROM dismissed_legacy_files WHERE namespace = ?", [namespace, namespace])}
+    known = {r["path"] for r in store.execute(_LEGACY_KNOWN, [namespace] * 3)}
     added = 0
     for path in files:
         if str(path) in known:
             continue
+        dataset_id, records, error, target = uuid.uuid4().hex, [], None, path
         try:
-            records, error = tabular.read_json_records(path), None
+            records = tabular.read_json_records(path)
+            if not _plain_json_list(path):
+                target = data_center_dir(store, namespace) / "datasets" / "user" / f"{dataset_id}.json"
+                write_records(target, records)
         except WorkbenchError as exc:
-            records, error = [], exc
-        now_ = clock.resolve(now)
-        with store.transaction() as tx:
-            name = _legacy_name(tx, namespace, path.stem)
-            names = list(dict.fromkeys(k for r in records for k in r))
-            schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
-            tx.execute_write(
-                "INSERT INTO datasets (id, namespace, name, source, original_format, raw_path, path, ingest_status,"
-                " error, schema, row_count, created_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [uuid.uuid4().hex, namespace, name, Source.USER_UPLOAD.value, "json", str(path), str(path),
-                 (IngestStatus.FAILED if error else IngestStatus.READY).value,
-                 json.dumps({"key": error.key, "params": error.params, "message": str(error)}) if error else None,
-                 json.dumps(schema, ensure_ascii=False), len(records), principal.username, now_, now_])
-            audit.record(tx, principal, "dataset.discover_legacy", resource_type="dataset", namespace=namespace,
-                         detail={"file": path.name, "status": "failed" if error else "ready"}, now=now_)
+            error = exc
+        except Exception as exc:  # an unreadable file fails alone, never the page that discovers it
+            logging.getLogger(__name__).warning("legacy file %s: %s", path.name, type(exc).__name__)
+            error = ValidationError("file.error.corrupt", name=path.name)
+        if not _register_legacy(store, principal, namespace, dataset_id, path, target, records, error, now):
+            if target != path:
+                target.unlink(missing_ok=True)
+            continue
         added += 1
     return added
+
+
+_LEGACY_KNOWN = ("SELECT path FROM datasets WHERE namespace = ? UNION ALL SELECT raw_path FROM datasets WHERE"
+                 " namespace = ? UNION ALL SELECT path FROM dismissed_legacy_files WHERE namespace = ?")
+
+
+def _plain_json_list(path: Path) -> bool:
+    """Whatever reads a dataset (pages, runs, docetl) reads a UTF-8 JSON list: is the file one already?"""
+    raw = path.read_bytes()
+    try:
+        return raw.lstrip()[:1] == b"[" and isinstance(json.loads(raw.decode("utf-8")), list)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+
+
+def _register_legacy(store: Store, principal: Principal, namespace: str, dataset_id: str, original: Path,
+                     target: Path, records: list[dict[str, Any]], error: WorkbenchError | None,
+                     now: datetime | None) -> bool:
+    """One legacy file's row and audit, unless another session registered (or someone dismissed) it first."""
+    now_ = clock.resolve(now)
+    with store.transaction() as tx:
+        if str(original) in {r["path"] for r in tx.execute(_LEGACY_KNOWN, [namespace] * 3)}:
+            return False
+        name = _legacy_name(tx, namespace, original.stem)
+        names = list(dict.fromkeys(k for r in records for k in r))
+        schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+        tx.execute_write(
+            "INSERT INTO datasets (id, namespace, name, source, original_format, raw_path, path, ingest_status,"
+            " error, schema, row_count, created_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [dataset_id, namespace, name, Source.USER_UPLOAD.value, "json", str(original), str(target),
+             (IngestStatus.FAILED if error else IngestStatus.READY).value,
+             json.dumps({"key": error.key, "params": error.params, "message": str(error)}) if error else None,
+             json.dumps(schema, ensure_ascii=False), len(records), principal.username, now_, now_])
+        audit.record(tx, principal, "dataset.discover_legacy", resource_type="dataset", namespace=namespace,
+                     detail={"file": original.name, "status": "failed" if error else "ready"}, now=now_)
+    return True
 
 
 def _legacy_name(tx: Tx, namespace: str, stem: str) -> str:

@@ -142,6 +142,21 @@ def detect_encoding(sample: bytes, complete: bool = False) -> str:
     raise ValidationError("dataset.error.encoding")
 
 
+def detect_file_encoding(path: Path) -> str:
+    """`detect_encoding` on the first block that is not plain ASCII: a GBK file whose first 64 KB happen
+    to be ASCII (numbers, codes) is still GBK. Streams the file; ASCII-only is UTF-8."""
+    with open(path, "rb") as fh:
+        block = fh.read(SAMPLE_BYTES)
+        if block.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return detect_encoding(block)
+        while block:
+            following = fh.read(SAMPLE_BYTES)
+            if not block.isascii():  # an ASCII-only block ends on a character boundary: this one starts on one
+                return detect_encoding(block, complete=not following)
+            block = following
+    return "utf-8"
+
+
 def sniff_delimiter(text: str) -> str:
     try:
         return csv.Sniffer().sniff(text[:SAMPLE_BYTES], delimiters=",;\t|").delimiter
@@ -153,7 +168,7 @@ def iter_csv(path: Path) -> Iterator[list[Any]]:
     """Every CSV row, decoded and normalized, read as a stream (never the whole file at once)."""
     with open(path, "rb") as raw:
         sample = raw.read(SAMPLE_BYTES)
-    encoding = detect_encoding(sample)
+    encoding = detect_file_encoding(path)
     delimiter = sniff_delimiter(codecs.getincrementaldecoder(encoding)(errors="ignore").decode(sample))
     with open(path, encoding=encoding, newline="") as fh:
         try:
@@ -168,7 +183,10 @@ def iter_csv(path: Path) -> Iterator[list[Any]]:
 # -- JSON --------------------------------------------------------------------------------------------
 def read_json_records(path: Path) -> list[dict[str, Any]]:
     """A JSON list of objects, or NDJSON (one object a line); anything else is refused clearly."""
-    text = path.read_text(encoding=detect_encoding(path.read_bytes()[:SAMPLE_BYTES]))
+    try:
+        text = path.read_text(encoding=detect_file_encoding(path))
+    except UnicodeDecodeError:  # valid at first, broken further on
+        raise ValidationError("dataset.error.encoding") from None
     stripped = text.lstrip()
     try:
         if stripped.startswith("["):
@@ -177,6 +195,8 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
             data = [json.loads(line) for line in io.StringIO(stripped) if line.strip()]
     except json.JSONDecodeError as exc:
         raise ValidationError("dataset.error.json", line=exc.lineno, detail=exc.msg) from None
+    except RecursionError:
+        raise ValidationError("dataset.error.json", line=1, detail="nested too deeply") from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValidationError("dataset.error.json_not_records")
     return data

@@ -1,6 +1,7 @@
 """Data Center registry: upload → pending → ingest → ready/failed, permissions, audit, files."""
 from __future__ import annotations
 
+import codecs
 import json
 import subprocess
 import sys
@@ -130,6 +131,51 @@ def test_docwrangler_uploads_appear_as_user_uploads_once(store: Store, team) -> 
     assert "reviews" not in {d["name"] for d in datasets.list_datasets(store, team["viewer"], "alpha")}
     (files / "notes.json").write_text("[]", encoding="utf-8")
     assert datasets.sync_legacy(store, team["viewer"], "alpha") == 1  # new files still appear
+
+
+def test_docwrangler_files_in_other_shapes_get_a_normalized_copy_and_bad_ones_fail_alone(store: Store, team) -> None:
+    files = store.config.namespace_dir("alpha") / "files"
+    rows = [{"text": "好", "n": 1}, {"text": "差", "n": 2}]
+    (files / "bom.json").write_bytes(codecs.BOM_UTF8 + json.dumps(rows, ensure_ascii=False).encode("utf-8"))
+    (files / "lines.json").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    (files / "gbk.json").write_bytes(json.dumps(rows, ensure_ascii=False).encode("gbk"))
+    (files / "late_junk.json").write_bytes(b"[" + b'{"a": 1},' * 10_000 + b'{"a": "\xff"}]')  # bad past 64 KB
+    (files / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 5
+    found = {d["name"]: d for d in datasets.list_datasets(store, team["viewer"], "alpha")}
+    for name in ("bom", "lines", "gbk"):  # what runs and pages read: a plain UTF-8 JSON list, the original untouched
+        copy = datasets.ready_path(store, found[name]["id"], "alpha")
+        assert json.loads(copy.read_text(encoding="utf-8")) == rows and copy.parent.name == "user", name
+        assert found[name]["row_count"] == 2 and (files / f"{name}.json").exists()
+    assert found["late_junk"]["error"]["key"] == "dataset.error.encoding"
+    assert found["deep"]["error"]["key"] == "dataset.error.json"
+    copy = Path(found["bom"]["path"])
+    datasets.delete(store, team["nsadmin"], found["bom"]["id"])
+    assert not copy.exists() and (files / "bom.json").exists()  # our copy goes, DocWrangler's file stays
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 0  # and it is not discovered again
+
+
+def test_two_sessions_discovering_at_once_register_each_file_once(store: Store, team) -> None:
+    import threading
+
+    files = store.config.namespace_dir("alpha") / "files"
+    for i in range(5):
+        (files / f"doc{i}.json").write_bytes(codecs.BOM_UTF8 + b'[{"i": 1}]')  # copies too: none left over
+    start, counts = threading.Barrier(2), {}
+
+    def discover(who: str) -> None:
+        start.wait()
+        counts[who] = datasets.sync_legacy(store, team[who], "alpha")
+
+    workers_ = [threading.Thread(target=discover, args=(who,)) for who in ("viewer", "editor")]
+    for w in workers_:
+        w.start()
+    for w in workers_:
+        w.join()
+    assert sum(counts.values()) == 5
+    assert sorted(d["name"] for d in datasets.list_datasets(store, team["viewer"], "alpha")) == [f"doc{i}" for i in range(5)]
+    copies = list((datasets.data_center_dir(store, "alpha") / "datasets" / "user").glob("*.json"))
+    assert len(copies) == 5
 
 
 def test_an_excel_upload_imports_under_its_title_block(store: Store, team, tmp_path: Path) -> None:

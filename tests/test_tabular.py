@@ -49,6 +49,14 @@ def test_csv_encodings_as_excel_saves_them(tmp_path: Path, encoding: str, bom: b
     assert rows == [["姓名", "城市", "编号"], ["张三", "上海", "00123"], ["李四", "北京", 42]]
 
 
+def test_a_gbk_csv_whose_first_rows_are_plain_ascii_is_still_gbk(tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    head = "".join(f"{i},ok\r\n" for i in range(20_000))  # > 64 KB of ASCII before the first Chinese text
+    path.write_bytes(("id,name\r\n" + head + "20000,张三\r\n").encode("gbk"))
+    rows = list(tabular.iter_csv(path))
+    assert len(rows) == 20_002 and rows[-1] == [20000, "张三"]
+
+
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_csv_delimiters_are_sniffed(tmp_path: Path, delimiter: str) -> None:
     path = tmp_path / "data.csv"

@@ -122,11 +122,15 @@ def cmd_audit_export(store: Store, who: Principal, args: argparse.Namespace) -> 
     return None
 
 
+class _UsageError(Exception):
+    """A usage mistake found by argparse; `main` says it in the command's error format."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes are errors too: one line on stderr, exit 2 (subcommand parsers inherit this)."""
+    """Usage mistakes are errors too: one line, exit 2 (subcommand parsers inherit this)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {_one_line(message)} (see: {self.prog} --help)\n")
+        raise _UsageError(f"{_one_line(message)} (see: {self.prog} --help)")
 
 
 def _one_line(text: Any) -> str:
@@ -499,11 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(data, name, func)
         p.add_argument("path")
         p.add_argument("--sheet")
-        p.add_argument("--header-row", type=int)
-        p.add_argument("--start-row", type=int)
-        p.add_argument("--end-row", type=int)
+        p.add_argument("--header-row", type=_positive)
+        p.add_argument("--start-row", type=_positive)
+        p.add_argument("--end-row", type=_positive)
         if name == "preview":
-            p.add_argument("--limit", type=int, default=20)
+            p.add_argument("--limit", type=_not_negative, default=20)
         else:
             p.add_argument("--namespace", required=True)
             p.add_argument("--name")
@@ -538,7 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:  # with --json, the JSON-contract commands answer in JSON here too
+        command = next((a for a in argv if a in JSON_ERROR_COMMANDS), None)
+        return _fail(argparse.Namespace(json="--json" in argv, command=command), str(exc), code=2)
     try:
         store = open_store(Config.from_env())
         who = Principal.operator()
@@ -574,11 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 JSON_ERROR_COMMANDS = frozenset({"dataset", "pipeline", "run", "runs"})
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
-    """Exit 1 with one line: `{"error": ...}` on stdout for the JSON-contract commands with --json,
-    else `error: ...` on stderr."""
+def _fail(args: argparse.Namespace, message: str, code: int = 1) -> int:
+    """Exit `code` (1; 2 for usage) with one line: `{"error": ...}` on stdout for the JSON-contract
+    commands with --json, else `error: ...` on stderr."""
     if args.json and args.command in JSON_ERROR_COMMANDS:
         print(json.dumps({"error": message}, ensure_ascii=False))
     else:
         print(f"error: {message}", file=sys.stderr)
-    return 1
+    return code

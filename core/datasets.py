@@ -155,6 +155,7 @@ def create_upload(store: Store, principal: Principal, namespace: str, filename: 
                   now: datetime | None = None) -> dict[str, Any]:
     """Keep the raw file and register a `pending` dataset; the import runs as a job (`ingest`)."""
     require(principal, Action.UPLOAD_DATASET, namespace)
+    readers.check_range(config or {})  # before anything is stored
     limit = int(store.config["dataset_max_mb"]) * 1024 * 1024
     if len(content) > limit:
         raise ValidationError("dataset.error.too_big", size_mb=round(len(content) / 1048576, 1),
@@ -579,12 +580,25 @@ def export(records: list[dict[str, Any]], columns: list[str], fmt: str) -> bytes
         return ("\ufeff" + out.getvalue()).encode("utf-8")
     if fmt == "xlsx":
         from openpyxl import Workbook
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
         book = Workbook(write_only=True)
         sheet = book.create_sheet("data")
-        sheet.append(columns)
+
+        def xlsx_cell(value: Any) -> Any:
+            """Text stays text: "=1+1" is not turned into a formula, and control characters Excel cannot
+            hold are dropped rather than failing the whole download."""
+            value = cell(value)
+            if not isinstance(value, str):
+                return value
+            out = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
+            out.data_type = "s"
+            return out
+
+        sheet.append([xlsx_cell(c) for c in columns])
         for r in records:
-            sheet.append([cell(r.get(c)) for c in columns])
+            sheet.append([xlsx_cell(r.get(c)) for c in columns])
         buffer = io.BytesIO()
         book.save(buffer)
         return buffer.getvalue()

@@ -33,6 +33,7 @@ def preview(path: str | Path, *, sheet: str | None = None, header_row: int | Non
     given), `columns` ([{name, type}] inferred from the sample), `rows` (objects), `total_rows` (None
     when only a full read would tell) and `warnings`.
     """
+    check_range({"header_row": header_row, "start_row": start_row, "end_row": end_row}, limit=limit)
     path = Path(path)
     fmt = filesafety.check_upload(path, max_bytes=max_mb * 1048576)
     sheet_list: list[dict[str, Any]] = []
@@ -83,8 +84,8 @@ def xls_rows(path: str, sheet: str | None, limit: int) -> tuple[list[dict[str, A
 
     try:
         book = xlrd.open_workbook(path, on_demand=True)
-    except xlrd.XLRDError as exc:
-        raise ValidationError("xlsx.error.corrupt", detail=str(exc)) from None
+    except Exception as exc:  # xlrd fails in many ways on a damaged file (KeyError, struct.error, ...)
+        raise ValidationError("xlsx.error.corrupt", detail=_xls_damage(exc)) from None
     try:
         names = book.sheet_names()
         sheet_list = [{"name": n, "hidden": bool(book.sheet_by_name(n).visibility)} for n in names]
@@ -94,8 +95,18 @@ def xls_rows(path: str, sheet: str | None, limit: int) -> tuple[list[dict[str, A
         data = book.sheet_by_name(chosen)
         rows = [[_xls_value(cell, book.datemode) for cell in data.row(i)] for i in range(min(limit, data.nrows))]
         return sheet_list, rows, chosen, data.nrows
+    except ValidationError:
+        raise
+    except Exception as exc:
+        raise ValidationError("xlsx.error.corrupt", detail=_xls_damage(exc)) from None
     finally:
         book.release_resources()
+
+
+def _xls_damage(exc: Exception) -> str:
+    """What xlrd tripped over, short (its messages are often just a number or a struct format)."""
+    text = str(exc).strip()
+    return f"the .xls structure is inconsistent ({type(exc).__name__}{': ' + text[:120] if text else ''})"
 
 
 def _xls_value(cell: Any, datemode: int) -> Any:
@@ -148,8 +159,16 @@ def _excel_value(value: Any) -> Any:
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, timedelta):
-        return str(value)
+        return duration_text(value)
     return value
+
+
+def duration_text(value: timedelta) -> str:
+    """A duration cell as `H:MM:SS` with hours past 24 (`[h]:mm:ss`), the preview's rule: never Python's
+    `1 day, 2:30:00`."""
+    seconds = round(value.total_seconds())
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    return f"{sign}{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # -- the import, in the sandbox child -------------------------------------------------------------------
@@ -210,9 +229,24 @@ def write_table(path: str, fmt: str, config: dict[str, Any], limits: dict[str, i
             "reader": "calamine" if fmt in ("xlsx", "xlsm") else fmt, "fallback": fallback}
 
 
+def check_range(config: dict[str, Any], limit: int | None = None) -> None:
+    """Row options are 1-based Excel row numbers: 0 or less (Python would count from the end) and an
+    end before the start are refused, not quietly turned into other rows."""
+    for field in ("header_row", "start_row", "end_row"):
+        value = config.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValidationError("dataset.error.row_number", field=field, value=value)
+    if limit is not None and limit < 0:
+        raise ValidationError("dataset.error.row_number", field="limit", value=limit)
+    start, end = config.get("start_row"), config.get("end_row")
+    if start is not None and end is not None and end < start:
+        raise ValidationError("dataset.error.row_order", start=start, end=end)
+
+
 def read_table(path: str, fmt: str, config: dict[str, Any],
                limits: dict[str, int]) -> tuple[list[str], list[dict[str, Any]]]:
     """A whole checked file as (column names, records), within the limits. Runs in the sandbox."""
+    check_range(config)
     if fmt == "json":
         records = tabular.read_json_records(Path(path))
         names = list(dict.fromkeys(k for r in records for k in r))

@@ -10,6 +10,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -79,7 +80,8 @@ def normalize_text(value: str | None) -> Any:
     if digits.isdigit() or (digits[:1] == "0" and digits[1:2].isdigit()):
         return value  # leading zeros or past 15 digits: an identifier, not a quantity
     if _FLOAT_RE.match(text) and len(digits) <= 24:
-        return float(text)
+        number = float(text)
+        return number if math.isfinite(number) else value  # 1e999 stays text: JSON has no Infinity
     return value
 
 
@@ -181,6 +183,12 @@ def iter_csv(path: Path) -> Iterator[list[Any]]:
 
 
 # -- JSON --------------------------------------------------------------------------------------------
+def _json_constant(name: str) -> Any:
+    """Python writes NaN and ±Infinity into "JSON", which no strict reader accepts: NaN is empty (null),
+    the infinities stay text (as 1e999 does in a CSV)."""
+    return None if name == "NaN" else name
+
+
 def read_json_records(path: Path) -> list[dict[str, Any]]:
     """A JSON list of objects, or NDJSON (one object a line); anything else is refused clearly."""
     try:
@@ -190,9 +198,9 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
     stripped = text.lstrip()
     try:
         if stripped.startswith("["):
-            data = json.loads(stripped)
+            data = json.loads(stripped, parse_constant=_json_constant)
         else:
-            data = [json.loads(line) for line in io.StringIO(stripped) if line.strip()]
+            data = [json.loads(line, parse_constant=_json_constant) for line in io.StringIO(stripped) if line.strip()]
     except json.JSONDecodeError as exc:
         raise ValidationError("dataset.error.json", line=exc.lineno, detail=exc.msg) from None
     except RecursionError:

@@ -352,7 +352,7 @@ def _serial_to_text(serial: float, kind: str, date1904: bool) -> str:
     if not date1904 and 0 < serial < 60:
         days += 1  # Excel's phantom 1900-02-29
     moment = epoch + timedelta(days=days, seconds=seconds)
-    if kind == _DATE and seconds == 0:
+    if seconds == 0:  # midnight is a date, whatever the format: the import's readers see values, not formats
         return moment.date().isoformat()
     return moment.isoformat(timespec="seconds")
 

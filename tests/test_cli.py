@@ -245,3 +245,10 @@ def test_dataset_preview_and_import_speak_json(tmp_path: Path) -> None:
         assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
         lines = result.stdout.strip().splitlines()
         assert len(lines) == 1 and "list of objects" in json.loads(lines[0])["error"]
+    for args in (("dataset", "preview", str(data), "--header-row", "-1", "--json"),  # usage: JSON too, exit 2
+                 ("dataset", "import", str(data), "--namespace", "demo", "--end-row", "0", "--json"),
+                 ("dataset", "preview", str(data), "--start-row", "5", "--end-row", "2", "--json")):
+        result = cli(*args)
+        assert result.returncode in (1, 2) and "Traceback" not in result.stdout + result.stderr, args
+        [line] = result.stdout.strip().splitlines()
+        assert "at least 1" in json.loads(line)["error"] or "before the start row" in json.loads(line)["error"]

@@ -297,6 +297,93 @@ def test_a_legacy_xls_previews_and_imports(store: Store, team, tmp_path: Path) -
     assert done["ingest_status"] == "ready" and done["row_count"] == 2
 
 
+def test_the_xlsx_download_keeps_text_as_text(tmp_path: Path) -> None:
+    import openpyxl
+
+    records = [{"a": "=1+1", "b": '=HYPERLINK("http://evil","click")', "c": "x\u0001y"}]
+    path = tmp_path / "out.xlsx"
+    path.write_bytes(datasets.export(records, ["a", "b", "c"], "xlsx"))
+    cells = list(openpyxl.load_workbook(path).active.iter_rows(min_row=2))[0]
+    assert [(c.value, c.data_type) for c in cells] == [("=1+1", "s"), ('=HYPERLINK("http://evil","click")', "s"),
+                                                        ("xy", "s")]
+
+
+def test_a_damaged_xls_is_refused_in_words_whatever_xlrd_trips_over(tmp_path: Path) -> None:
+    """Random damage inside the Workbook stream of a real .xls (the compound file's directory intact, so
+    the checks pass): every preview either works or says why, never a raw KeyError or struct.error."""
+    import random
+
+    import xlwt
+
+    from core.errors import WorkbenchError
+
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("S")
+    for r in range(30):
+        for c in range(5):
+            sheet.write(r, c, f"v{r}{c}" if r == 0 else r * c)
+    good = tmp_path / "good.xls"
+    book.save(str(good))
+    data, rng, refused = good.read_bytes(), random.Random(1), 0
+    for trial in range(150):
+        damaged = bytearray(data)
+        for _ in range(5):
+            damaged[rng.randrange(600, len(damaged))] = rng.randrange(256)
+        path = tmp_path / f"d{trial}.xls"
+        path.write_bytes(bytes(damaged))
+        try:
+            readers.preview(path)
+        except WorkbenchError as exc:
+            assert exc.message("en") and "{" not in exc.message("en")
+            refused += 1
+    assert refused >= 30  # the damage was real
+
+
+@pytest.mark.parametrize("options", [{"header_row": -1}, {"header_row": 0}, {"end_row": -1}, {"limit": -1},
+                                     {"start_row": 5, "end_row": 4}])
+def test_row_options_below_one_or_out_of_order_are_refused(store: Store, team, options: dict) -> None:
+    path = store.config.home / "s.csv"
+    path.write_bytes(b"a,b\n1,2\n3,4\n5,6\n")
+    with pytest.raises(ValidationError) as seen:
+        readers.preview(path, **options)
+    assert seen.value.key in ("dataset.error.row_number", "dataset.error.row_order")
+    config = {k: v for k, v in options.items() if k != "limit"}
+    if config:
+        with pytest.raises(ValidationError):
+            upload(store, team["editor"], config=config)
+        assert datasets.list_datasets(store, team["editor"], "alpha") == []  # nothing stored
+
+
+def test_numbers_past_a_float_stay_text_and_json_nan_is_empty(store: Store, team) -> None:
+    done = datasets.ingest(store, upload(store, team["editor"], content=b"a,b\n1e999,-1e999\n2,3\n",
+                                         filename="big.csv")["id"])
+    text = Path(done["path"]).read_text(encoding="utf-8")
+    assert json.loads(text) == [{"a": "1e999", "b": "-1e999"}, {"a": 2, "b": 3}] and "Infinity" not in text
+    done = datasets.ingest(store, upload(store, team["editor"], content=b'[{"x": NaN, "y": Infinity}]',
+                                         filename="py.json")["id"])
+    assert json.loads(Path(done["path"]).read_text(encoding="utf-8"), parse_constant=None) == [
+        {"x": None, "y": "Infinity"}]
+
+
+def test_preview_and_import_agree_on_midnight_and_long_durations(store: Store, team, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["when", "dur"])
+    sheet.append([datetime(2024, 1, 3), timedelta(hours=26.5)])
+    sheet.append([datetime(2024, 1, 3, 9, 30), timedelta(hours=5)])
+    sheet["B2"].number_format = sheet["B3"].number_format = "[h]:mm:ss"
+    path = tmp_path / "times.xlsx"
+    book.save(path)
+    shown = readers.preview(path)["rows"]
+    done = datasets.ingest(store, upload(store, team["editor"], content=path.read_bytes(), filename="t.xlsx")["id"])
+    stored = json.loads(Path(done["path"]).read_text(encoding="utf-8"))
+    assert shown == stored == [{"when": "2024-01-03", "dur": "26:30:00"}, {"when": "2024-01-03T09:30:00", "dur": "05:00:00"}]
+
+
 def test_exports_open_in_excel(tmp_path: Path) -> None:
     import openpyxl
 

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -102,7 +103,7 @@ def _run(request: dict[str, Any], timeout_seconds: float, standby: Standby | Non
             with open(err_path, "wb") as err:
                 proc = subprocess.Popen([sys.executable, "-c", _BOOT, request_path, result_path],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp,
-                                        start_new_session=True, close_fds=True)
+                                        start_new_session=True, close_fds=True, env=child_environment())
         try:
             code = proc.wait(timeout=timeout_seconds)
         except subprocess.TimeoutExpired:
@@ -140,7 +141,8 @@ class Standby:
             with open(os.path.join(self.folder, "stderr"), "wb") as err:
                 self.proc = subprocess.Popen([sys.executable, "-c", _STANDBY_BOOT, module, _ROOT,
                                               *[p for p in sys.path if p]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=err, cwd=self.folder, start_new_session=True, close_fds=True)
+                                             stderr=err, cwd=self.folder, start_new_session=True, close_fds=True,
+                                             env=child_environment())
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
@@ -235,6 +237,15 @@ class Spares:
             waiting, self._ready = list(self._ready.values()), {}
         for standby in waiting:
             standby.close()
+
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def child_environment() -> dict[str, str]:
+    """The parent's environment without anything that looks like a secret (provider keys, the store's
+    key, passwords): a child parses files nobody vouched for, so a parser bug must find nothing to leak."""
+    return {name: value for name, value in os.environ.items() if not _SECRET_NAME.search(name)}
 
 
 def _code_stamp() -> int:

@@ -19,6 +19,10 @@ def add(a: int, b: int, scale: int = 1) -> dict:
     return {"sum": (a + b) * scale, "pid": os.getpid()}
 
 
+def environment() -> dict:
+    return dict(os.environ)
+
+
 def refuse(name: str) -> None:
     raise ValidationError("file.error.encrypted", name=name)
 
@@ -169,6 +173,23 @@ def spares():
     made.warm()
     yield made
     made.close()
+
+
+def test_a_child_never_sees_the_parents_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {"OPENAI_API_KEY": "sk-test-1", "DOCETL_WB_SECRET_KEY": "k", "DOCETL_WB_PASSWORD": "p",
+               "GITHUB_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "s"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DOCETL_WB_KEEP_ME", "1")
+    fresh = run_isolated(environment)
+    spares = Spares([environment.__module__])  # a standby started after the secrets were set
+    spares.warm()
+    try:
+        warm = run_isolated(environment, spares=spares)
+    finally:
+        spares.close()
+    for seen in (fresh, warm):
+        assert not set(secrets) & set(seen) and seen["DOCETL_WB_KEEP_ME"] == "1" and seen["PATH"]
 
 
 def test_a_standby_child_takes_one_call_and_the_next_one_waits(spares: Spares) -> None:

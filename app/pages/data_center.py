@@ -45,7 +45,10 @@ def _records(path: str, mtime: float) -> list[dict[str, Any]]:
 def _watch_import(dataset_id: str) -> None:
     """While an import runs in the background: its status and elapsed time, refreshed every second;
     the whole page reruns once it has ended."""
-    job = datasets.get(ctx.store, ctx.principal, dataset_id)
+    try:
+        job = datasets.get(ctx.store, ctx.principal, dataset_id)
+    except WorkbenchError:  # deleted meanwhile (by someone else): the whole page shows what is left
+        shell.rerun_unprompted()
     if job["ingest_status"] not in (datasets.IngestStatus.PENDING.value, datasets.IngestStatus.PROCESSING.value):
         shell.rerun_unprompted()
     seconds = max(0, int((clock.utcnow() - job["created_at"]).total_seconds()))

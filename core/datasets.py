@@ -6,6 +6,7 @@ written to a temporary file and renamed. This module is the only place an ingest
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import io
@@ -303,16 +304,18 @@ def delete(store: Store, principal: Principal, dataset_id: str, now: datetime | 
                              [row["namespace"], row["raw_path"] or row["path"], clock.resolve(now), principal.username])
         audit.record(tx, principal, "dataset.delete", resource_type="dataset", resource_id=dataset_id,
                      namespace=row["namespace"], detail={"name": row["name"], "legacy_file_kept": legacy}, now=now)
-    base = data_center_dir(store, row["namespace"])
+    base = data_center_dir(store, row["namespace"]).resolve()
     for owned in (Path(row["raw_path"]).parent if row["raw_path"] else None, Path(row["path"])):
-        if owned and owned.resolve().is_relative_to(base.resolve()) and owned.exists():
-            shutil.rmtree(owned) if owned.is_dir() else owned.unlink()
+        # where the entry itself sits (its folder resolved, not the entry: a link is judged by its place)
+        if owned and (owned.parent.resolve() / owned.name).is_relative_to(base) and owned.exists():
+            shutil.rmtree(owned) if owned.is_dir() and not owned.is_symlink() else owned.unlink()
 
 
 def _is_legacy(store: Store, row: dict[str, Any]) -> bool:
-    """A dataset registered from the namespace's `files/` (DocWrangler's uploads), in place or copied."""
+    """A dataset registered from the namespace's `files/` (DocWrangler's uploads), in place or copied.
+    The folder is compared, not the file resolved: a link in `files/` is still DocWrangler's."""
     folder = (store.config.namespace_dir(row["namespace"]) / "files").resolve()
-    return Path(row["raw_path"] or row["path"]).resolve().parent == folder
+    return Path(row["raw_path"] or row["path"]).parent.resolve() == folder
 
 
 # -- the import job ------------------------------------------------------------------------------------
@@ -341,10 +344,10 @@ def ingest(store: Store, dataset_id: str, now: datetime | None = None, worker: s
         except WorkbenchError as exc:
             part.unlink(missing_ok=True)
             finish(store, dataset_id, error=exc, now=now)
-        except Exception:  # a check or reader failed in a way nobody foresaw: the import fails, it never hangs
+        except Exception as exc:  # a check or reader failed in a way nobody foresaw: the import fails, never hangs
             logging.getLogger(__name__).exception("dataset %s: unexpected error while importing", dataset_id)
             part.unlink(missing_ok=True)
-            finish(store, dataset_id, error=ValidationError("file.error.corrupt", name=Path(row["raw_path"]).name),
+            finish(store, dataset_id, error=WorkbenchError("dataset.error.unexpected", kind=type(exc).__name__),
                    now=now)
         else:
             if result["fallback"]:
@@ -487,7 +490,8 @@ def sync_legacy(store: Store, principal: Principal, namespace: str, now: datetim
     """
     require(principal, Action.VIEW, namespace)
     folder = store.config.namespace_dir(namespace) / "files"
-    files = sorted(p for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
+    files = sorted(p for p in folder.glob("*.json") if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
+    # (a link could point anywhere: DocWrangler writes plain files)
     if not files:
         return 0
     known = {r["path"] for r in store.execute(_LEGACY_KNOWN, [namespace] * 3)}
@@ -502,10 +506,16 @@ def sync_legacy(store: Store, principal: Principal, namespace: str, now: datetim
                 target = data_center_dir(store, namespace) / "datasets" / "user" / f"{dataset_id}.json"
                 write_records(target, records)
         except WorkbenchError as exc:
-            error = exc
-        except Exception as exc:  # an unreadable file fails alone, never the page that discovers it
+            records, error = [], exc
+        except (ValueError, RecursionError) as exc:  # the content is unreadable: it fails alone, not the page
             logging.getLogger(__name__).warning("legacy file %s: %s", path.name, type(exc).__name__)
-            error = ValidationError("file.error.corrupt", name=path.name)
+            records, error = [], ValidationError("file.error.corrupt", name=path.name)
+        except OSError as exc:  # the machine's trouble (disk full, rights), not the file's: try again next time
+            logging.getLogger(__name__).warning("legacy file %s skipped for now: %s", path.name, exc.strerror or exc)
+            if target != path:
+                with contextlib.suppress(OSError):
+                    target.unlink(missing_ok=True)
+            continue
         if not _register_legacy(store, principal, namespace, dataset_id, path, target, records, error, now):
             if target != path:
                 target.unlink(missing_ok=True)
@@ -522,9 +532,13 @@ def _plain_json_list(path: Path) -> bool:
     """Whatever reads a dataset (pages, runs, docetl) reads a UTF-8 JSON list: is the file one already?"""
     raw = path.read_bytes()
     try:
-        return raw.lstrip()[:1] == b"[" and isinstance(json.loads(raw.decode("utf-8")), list)
+        return raw.lstrip()[:1] == b"[" and isinstance(json.loads(raw.decode("utf-8"), parse_constant=_strict), list)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False
+
+
+def _strict(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: the file needs the normalized copy
 
 
 def _register_legacy(store: Store, principal: Principal, namespace: str, dataset_id: str, original: Path,

@@ -9,6 +9,7 @@ one or `tabular.detect_header`'s.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time as _time
@@ -85,6 +86,7 @@ def xls_rows(path: str, sheet: str | None, limit: int) -> tuple[list[dict[str, A
     try:
         book = xlrd.open_workbook(path, on_demand=True)
     except Exception as exc:  # xlrd fails in many ways on a damaged file (KeyError, struct.error, ...)
+        _unless_out_of_memory(exc)
         raise ValidationError("xlsx.error.corrupt", detail=_xls_damage(exc)) from None
     try:
         names = book.sheet_names()
@@ -98,9 +100,16 @@ def xls_rows(path: str, sheet: str | None, limit: int) -> tuple[list[dict[str, A
     except ValidationError:
         raise
     except Exception as exc:
+        _unless_out_of_memory(exc)
         raise ValidationError("xlsx.error.corrupt", detail=_xls_damage(exc)) from None
     finally:
         book.release_resources()
+
+
+def _unless_out_of_memory(exc: Exception) -> None:
+    """Running out of memory is the sandbox's limit speaking ("too big: import a range"), not damage."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        raise exc
 
 
 def _xls_damage(exc: Exception) -> str:

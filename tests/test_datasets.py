@@ -155,6 +155,37 @@ def test_docwrangler_files_in_other_shapes_get_a_normalized_copy_and_bad_ones_fa
     assert datasets.sync_legacy(store, team["viewer"], "alpha") == 0  # and it is not discovered again
 
 
+def test_legacy_discovery_skips_links_and_files_it_cannot_copy_now(store: Store, team) -> None:
+    files = store.config.namespace_dir("alpha") / "files"
+    outside = store.config.home / "elsewhere.json"
+    outside.write_text('[{"secret": 1}]', encoding="utf-8")
+    (files / "link.json").symlink_to(outside)  # could point anywhere: never registered
+    (files / "lines.json").write_text('{"a": 1}\n{"a": 2}\n', encoding="utf-8")  # needs a copy
+    (files / "nan.json").write_text('[{"a": NaN, "b": 1}]', encoding="utf-8")  # not strict JSON: a copy too
+    user = datasets.data_center_dir(store, "alpha") / "datasets" / "user"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    if user.is_dir():
+        user.rmdir()
+    user.write_text("in the way")  # the copy cannot be written (as on a full disk)
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 0  # not registered as damaged: tried again later
+    user.unlink()
+    assert datasets.sync_legacy(store, team["viewer"], "alpha") == 2
+    found = {d["name"]: d for d in datasets.list_datasets(store, team["viewer"], "alpha")}
+    assert set(found) == {"lines", "nan"} and found["lines"]["row_count"] == 2
+    assert json.loads(Path(found["nan"]["path"]).read_text(encoding="utf-8")) == [{"a": None, "b": 1}]
+
+
+def test_an_xls_out_of_memory_is_the_limit_speaking_not_damage(monkeypatch, tmp_path: Path) -> None:
+    import xlrd
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(xlrd, "open_workbook", exhausted)  # as under the sandbox's address-space limit
+    with pytest.raises(MemoryError):
+        readers.xls_rows(str(tmp_path / "big.xls"), None, 10)
+
+
 def test_two_sessions_discovering_at_once_register_each_file_once(store: Store, team) -> None:
     import threading
 
@@ -225,7 +256,8 @@ def test_an_unforeseen_reader_error_fails_the_import_instead_of_leaving_it_proce
     monkeypatch.setattr(datasets.filesafety, "check_upload", broken)  # stands in for a bug nobody foresaw
     made = upload(store, team["editor"])
     done = datasets.ingest(store, made["id"])
-    assert done["ingest_status"] == "failed" and "sales.csv" in done["error"]["message"]
+    assert done["ingest_status"] == "failed" and done["error"]["key"] == "dataset.error.unexpected"
+    assert "KeyError" in done["error"]["message"] and "damaged" not in done["error"]["message"]  # not the file's fault
     assert not list(Path(done["path"]).parent.glob("*.part-*"))
 
 

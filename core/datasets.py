@@ -456,8 +456,7 @@ def register_generated(store: Store, principal: Principal, namespace: str, name:
     """
     require(principal, Action.UPLOAD_DATASET, namespace)
     records = tabular.read_json_records(Path(source))
-    names = list(dict.fromkeys(k for r in records for k in r))
-    schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+    schema = tabular.schema(records)
     dataset_id = uuid.uuid4().hex
     target = data_center_dir(store, namespace) / "datasets" / "generated" / f"{dataset_id}.json"
     write_atomic(target, Path(source).read_bytes())
@@ -550,8 +549,7 @@ def _register_legacy(store: Store, principal: Principal, namespace: str, dataset
         if str(original) in {r["path"] for r in tx.execute(_LEGACY_KNOWN, [namespace] * 3)}:
             return False
         name = _legacy_name(tx, namespace, original.stem)
-        names = list(dict.fromkeys(k for r in records for k in r))
-        schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
+        schema = tabular.schema(records)
         tx.execute_write(
             "INSERT INTO datasets (id, namespace, name, source, original_format, raw_path, path, ingest_status,"
             " error, schema, row_count, created_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -59,20 +59,14 @@ def preview(path: str | Path, *, sheet: str | None = None, header_row: int | Non
         rows = rows[:scan]
     elif fmt == "json":
         records = tabular.read_json_records(path)
-        names = list(dict.fromkeys(k for r in records for k in r))
-        sample = records[:limit]
-        return {"format": fmt, "sheets": [], "sheet": None, "header_row": None,
-                "columns": [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names],
-                "rows": sample, "total_rows": len(records), "warnings": []}
+        return {"format": fmt, "sheets": [], "sheet": None, "header_row": None, "columns": tabular.schema(records),
+                "rows": records[:limit], "total_rows": len(records), "warnings": []}
     else:
         raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, xls, csv, json")
-    header_at = header_row - 1 if header_row else tabular.detect_header(rows)
-    first = max((start_row or header_at + 2) - 1, header_at + 1)
-    last = end_row if end_row else len(rows)
-    body = [r for r in rows[first:last] if any(v is not None for v in r)]
-    names, records = tabular.to_records(rows[header_at] if header_at < len(rows) else [], body)
+    header_at, header, body = _window(rows, header_row, start_row, end_row)
+    names, records = tabular.to_records(header, body)
     return {"format": fmt, "sheets": sheet_list, "sheet": sheet, "header_row": header_at + 1,
-            "columns": [{"name": n, "type": tabular.infer_type(r.get(n) for r in records)} for n in names],
+            "columns": tabular.schema(records, names),
             "rows": records[:limit], "total_rows": None if total is None else len(body), "warnings": warnings}
 
 
@@ -233,8 +227,7 @@ def write_table(path: str, fmt: str, config: dict[str, Any], limits: dict[str, i
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in records[:1000])} for n in names]
-    return {"names": names, "row_count": len(records), "schema": schema,
+    return {"names": names, "row_count": len(records), "schema": tabular.schema(records, names),
             "reader": "calamine" if fmt in ("xlsx", "xlsm") else fmt, "fallback": fallback}
 
 
@@ -258,7 +251,7 @@ def read_table(path: str, fmt: str, config: dict[str, Any],
     check_range(config)
     if fmt == "json":
         records = tabular.read_json_records(Path(path))
-        names = list(dict.fromkeys(k for r in records for k in r))
+        names = tabular.column_names(records)
         _check_limits(len(records), len(names), limits)
         return names, records
     if fmt == "csv":
@@ -269,13 +262,20 @@ def read_table(path: str, fmt: str, config: dict[str, Any],
         rows = xls_rows(path, config.get("sheet"), int(limits["dataset_max_rows"]) + 50)[1]
     else:
         raise ValidationError("dataset.error.format", format=fmt, supported="xlsx, xlsm, xls, csv, json")
-    header_at = int(config["header_row"]) - 1 if config.get("header_row") else tabular.detect_header(rows)
-    start = max(int(config.get("start_row") or header_at + 2) - 1, header_at + 1)
-    end = int(config["end_row"]) if config.get("end_row") else len(rows)
-    body = [r for r in rows[start:end] if any(v is not None for v in r)]
-    header = rows[header_at] if header_at < len(rows) else []
+    _, header, body = _window(rows, config.get("header_row"), config.get("start_row"), config.get("end_row"))
     _check_limits(len(body), max([len(header), *(len(r) for r in body)]), limits)
     return tabular.to_records(header, body)
+
+
+def _window(rows: list[list[Any]], header_row: int | None, start_row: int | None,
+            end_row: int | None) -> tuple[int, list[Any], list[list[Any]]]:
+    """(0-based header index, header cells, non-empty body rows) of 1-based Excel row options: the
+    header is the given row or the detected one, the body starts after it unless told to start later."""
+    header_at = int(header_row) - 1 if header_row else tabular.detect_header(rows)
+    first = max(int(start_row or header_at + 2) - 1, header_at + 1)
+    last = int(end_row) if end_row else len(rows)
+    body = [r for r in rows[first:last] if any(v is not None for v in r)]
+    return header_at, rows[header_at] if header_at < len(rows) else [], body
 
 
 def _check_limits(rows: int, columns: int, limits: dict[str, int]) -> None:

@@ -104,6 +104,21 @@ def value_type(value: Any) -> str:
     return "text"
 
 
+SCHEMA_SAMPLE = 1000  # records a stored schema's types are inferred from
+
+
+def column_names(records: list[dict[str, Any]]) -> list[str]:
+    """Every key of the records, in first-seen order (records need not share their keys)."""
+    return list(dict.fromkeys(k for r in records for k in r))
+
+
+def schema(records: list[dict[str, Any]], names: list[str] | None = None) -> list[dict[str, str]]:
+    """`[{name, type}]` of the records, types from the first `SCHEMA_SAMPLE` of them."""
+    sample = records[:SCHEMA_SAMPLE]
+    return [{"name": n, "type": infer_type(r.get(n) for r in sample)}
+            for n in (column_names(records) if names is None else names)]
+
+
 def infer_type(values: Iterable[Any]) -> str:
     """One type for a column sample: integers with decimals widen to number, anything mixed is text."""
     kinds = {value_type(v) for v in values} - {"empty"}

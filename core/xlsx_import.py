@@ -64,7 +64,7 @@ from core.errors import ValidationError  # noqa: E402
 
 EXCEL_ERRORS = tuple(sorted(readers.EXCEL_ERRORS))
 pl.DataFrame({"warm": [0, 1]}).select(pl.col("warm").sum())  # the thread pool starts now, not under the limit
-SCHEMA_SAMPLE = 1000
+SCHEMA_SAMPLE = tabular.SCHEMA_SAMPLE  # the same sample as every other reader
 _WHOLE_LIMIT = 1e15
 _DATE_LIKE = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}([T ]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?"  # what the window makes of
                         r"|-?\d+:\d{2}(:\d{2}(\.\d+)?)?)\s*$")  # date-styled numbers
@@ -353,8 +353,8 @@ def _write(path: str, chosen: str, config: dict[str, Any], limits: dict[str, int
     head = kept.head(SCHEMA_SAMPLE)["json"].to_list()
     _write_rows(kept, head[0] if head else None, out)
     sample = json.loads("[" + "".join(head)[1:] + "]") if head else []
-    schema = [{"name": n, "type": tabular.infer_type(r.get(n) for r in sample)} for n in names]
-    return {"names": names, "row_count": count, "schema": schema, "reader": "fastexcel", "fallback": None}
+    return {"names": names, "row_count": count, "schema": tabular.schema(sample, names), "reader": "fastexcel",
+            "fallback": None}
 
 
 def _warned_rows(warnings: list[str]) -> set[int] | None:

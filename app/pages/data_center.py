@@ -9,7 +9,7 @@ import streamlit as st
 
 import shell
 import upload_form
-from core import clock, datasets
+from core import clock, datasets, tabular
 from core.errors import WorkbenchError
 from core.permissions import Action, can
 from shell import T
@@ -113,7 +113,7 @@ if d["ingest_status"] == datasets.IngestStatus.READY.value and path.is_file():
     page = int(st.number_input(T("datacenter.page", pages=pages), min_value=1, max_value=pages, value=1, step=1,
                                key="dc_page"))
     st.dataframe(records[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], hide_index=True)
-    columns = [c["name"] for c in d["schema"] or []] or list(dict.fromkeys(k for r in records[:1000] for k in r))
+    columns = [c["name"] for c in d["schema"] or []] or tabular.column_names(records[:1000])
     one, two, three = st.columns(3)
     one.download_button(T("datacenter.download_json"), path.read_bytes, f"{d['name']}.json", "application/json",
                         key="dc_dl_json")
